@@ -157,21 +157,16 @@ def load_weights(path) -> dict[str, np.ndarray]:
 def build_feature_fn(weights: dict[str, np.ndarray]):
     """Return f(images) -> [N, 2048] for float images in [0, 1] of size 299x299.
 
-    The kernels become graph constants, so a frozen export needs no variables.
+    Call it inside a tf.function: the kernels become graph constants, so a
+    frozen export needs no variables.
     """
     import tensorflow as tf
 
-    consts = {}
-
     def conv(x, name):
-        if name not in consts:
-            consts[name] = (
-                tf.constant(weights[f"{name}/kernel"]),
-                tf.constant(weights[f"{name}/bias"]),
-                int(weights[f"{name}/stride"]),
-            )
-        kernel, bias, stride = consts[name]
-        y = tf.nn.conv2d(x, kernel, strides=stride, padding=_tf_padding(weights, name))
+        # Constants are created inside the caller's graph, so a frozen export holds them as Const nodes.
+        kernel = tf.constant(weights[f"{name}/kernel"])
+        bias = tf.constant(weights[f"{name}/bias"])
+        y = tf.nn.conv2d(x, kernel, strides=int(weights[f"{name}/stride"]), padding=_tf_padding(weights, name))
         return tf.nn.relu(tf.nn.bias_add(y, bias))
 
     def chain(x, name, count):

@@ -1,0 +1,233 @@
+"""The bottleneck cache: one SQLite file in --bottleneck_dir.
+
+Why SQLite: each batch of vectors is committed in one transaction, so a run
+killed at any moment (even SIGKILL) leaves only complete entries; several runs
+may share the directory at once (WAL mode, writers take turns); and training
+reads every vector it needs in one query instead of one file open per image.
+
+Entries are keyed by the SHA-256 of the image *content* plus the module's
+identity (weights and preprocessing), so an edited image is recomputed while a
+renamed or moved one is reused.  Each vector carries its length and a CRC32:
+a damaged entry is detected on read, dropped and recomputed.  Hashing every
+file on every run would be slow for big folders, so a second table remembers
+each path's digest together with its size and modification time.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+DB_NAME = "bottlenecks.sqlite3"
+PLAIN = ""  # the variant of an undistorted image
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vectors (
+    module TEXT NOT NULL, digest TEXT NOT NULL, variant TEXT NOT NULL,
+    dim INTEGER NOT NULL, crc INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (module, digest, variant)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    digest: str
+    variant: str = PLAIN
+
+
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def encode_vector(vector: np.ndarray) -> tuple[int, int, bytes]:
+    data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+    return len(vector), zlib.crc32(data), data
+
+
+def decode_vector(dim: int, crc: int, data: bytes, expected_dim: int) -> np.ndarray | None:
+    """The stored vector, or None when the entry is damaged in any way."""
+    if dim != expected_dim or len(data) != 4 * expected_dim or zlib.crc32(data) != crc:
+        return None
+    return np.frombuffer(data, dtype="<f4")
+
+
+class BottleneckCache:
+    """Cached bottleneck vectors of one module, in ``<bottleneck_dir>/bottlenecks.sqlite3``."""
+
+    def __init__(self, directory, module_identity: str, dim: int, log=print):
+        self.directory = Path(directory)
+        self.module = module_identity
+        self.dim = dim
+        self.log = log
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"Cannot create --bottleneck_dir '{self.directory}': {exc.strerror}.") from None
+        self.path = self.directory / DB_NAME
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = self._connect()
+            db.execute("SELECT count(*) FROM vectors LIMIT 1").fetchone()
+            return db
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise UserError(f"The bottleneck cache '{self.path}' stayed locked by another run.") from None
+            # A damaged database file: keep it for inspection, start a new one.
+            aside = self.path.with_name(f"{DB_NAME}.damaged-{int(time.time())}")
+            os.replace(self.path, aside)
+            self.log(f"WARNING: bottleneck cache {self.path} was damaged ({exc}); moved to {aside.name} and rebuilt.")
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=600, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most the last commit, never corrupts
+        db.executescript(_SCHEMA)
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------ digests
+
+    def digests(self, paths: list[Path]) -> tuple[dict[Path, str], dict[Path, str]]:
+        """Content digests of ``paths`` (and why some could not be read).
+
+        Only files whose size or modification time changed since the last run are re-hashed.
+        """
+        known = {}
+        for path, size, mtime, digest in self._db.execute("SELECT path, size, mtime_ns, digest FROM files"):
+            known[path] = (size, mtime, digest)
+        digests, errors, fresh = {}, {}, []
+        for path in paths:
+            key = os.path.abspath(path)
+            try:
+                st = os.stat(path)
+                hit = known.get(key)
+                if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+                    digests[path] = hit[2]
+                    continue
+                digest = file_digest(path)
+            except OSError as exc:  # vanished, unreadable, or a device that cannot be read
+                errors[path] = exc.strerror or str(exc)
+                continue
+            digests[path] = digest
+            fresh.append((key, st.st_size, st.st_mtime_ns, digest))
+        if fresh:
+            with self._transaction():
+                self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", fresh)
+        return digests, errors
+
+    # ------------------------------------------------------------ vectors
+
+    def present(self, entries: list[Entry]) -> set[Entry]:
+        """Which entries have a sound stored vector (damaged ones are dropped here)."""
+        wanted = set(entries)
+        found, damaged = set(), []
+        rows = self._db.execute("SELECT digest, variant, dim, crc, data FROM vectors WHERE module = ?", (self.module,))
+        for digest, variant, dim, crc, data in rows:
+            entry = Entry(digest, variant)
+            if entry not in wanted:
+                continue
+            if decode_vector(dim, crc, data, self.dim) is None:
+                damaged.append(entry)
+            else:
+                found.add(entry)
+        if damaged:
+            self.log(f"WARNING: {len(damaged)} damaged bottleneck cache entries will be recomputed.")
+            with self._transaction():
+                self._db.executemany(
+                    "DELETE FROM vectors WHERE module = ? AND digest = ? AND variant = ?",
+                    [(self.module, e.digest, e.variant) for e in damaged],
+                )
+        return found
+
+    def put(self, items: list[tuple[Entry, np.ndarray]]) -> None:
+        """Store vectors in one transaction: all of them land, or none."""
+        rows = []
+        for entry, vector in items:
+            if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
+                raise ValueError(f"bad bottleneck for {entry}: shape {vector.shape}")
+            rows.append((self.module, entry.digest, entry.variant, *encode_vector(vector)))
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def matrix(self, entries: list[Entry], dtype=np.float32) -> np.ndarray:
+        """Vectors for ``entries`` as one [len(entries), dim] array, read in a single pass."""
+        rows_of: dict[Entry, list[int]] = {}
+        for i, entry in enumerate(entries):
+            rows_of.setdefault(entry, []).append(i)
+        out = np.empty((len(entries), self.dim), dtype=dtype)
+        filled = np.zeros(len(entries), dtype=bool)
+        cursor = self._db.execute("SELECT digest, variant, dim, crc, data FROM vectors WHERE module = ?", (self.module,))
+        for digest, variant, dim, crc, data in cursor:
+            rows = rows_of.get(Entry(digest, variant))
+            if rows is None:
+                continue
+            vector = decode_vector(dim, crc, data, self.dim)
+            if vector is None:
+                continue
+            out[rows] = vector
+            filled[rows] = True
+        if not filled.all():
+            missing = [entries[i] for i in np.flatnonzero(~filled)[:3]]
+            raise RuntimeError(f"{int((~filled).sum())} bottlenecks are missing from the cache, e.g. {missing}")
+        return out
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error; waits its turn behind other writers."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def import_classic_text(cache: BottleneckCache, candidates: list[tuple[Entry, list[Path]]]) -> int:
+    """Import vectors from the classic script's ``<image>_<module>.txt`` files where they exist.
+
+    ``candidates`` pairs each missing entry with the text-file paths the classic
+    script would have used for it.  Returns how many entries were imported.
+    """
+    imported = []
+    for entry, paths in candidates:
+        for path in paths:
+            if not path.is_file():
+                continue
+            try:
+                values = np.array([float(v) for v in path.read_text().strip().split(",")], dtype=np.float32)
+            except (ValueError, OSError, UnicodeDecodeError):
+                continue  # the classic script would have recomputed a bad file too
+            if values.shape == (cache.dim,) and np.all(np.isfinite(values)):
+                imported.append((entry, values))
+                break
+    if imported:
+        cache.put(imported)
+    return len(imported)
+

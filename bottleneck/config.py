@@ -1,0 +1,187 @@
+"""The command line of retrain.py and the one configuration object built from it.
+
+Flag names, meanings and defaults follow the last classic TensorFlow-Hub
+``retrain.py`` (and its predecessor's ``--model_dir``/``--architecture``), so
+command lines that people already have keep working.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from .inception_v3 import default_model_dir
+
+BUILTIN_MODULE = "inception_v3"
+
+# The older script's --architecture names, mapped to the module they meant.
+ARCHITECTURES = {
+    "inception_v3": BUILTIN_MODULE,
+}
+for _version, _hub in (("1.0", "100"), ("0.75", "075"), ("0.50", "050"), ("0.25", "025")):
+    for _size in (224, 192, 160, 128):
+        ARCHITECTURES[f"mobilenet_{_version}_{_size}"] = (
+            f"https://tfhub.dev/google/imagenet/mobilenet_v1_{_hub}_{_size}/feature_vector/1"
+        )
+
+LOGGING_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    image_dir: Path
+    output_graph: Path = Path("/tmp/output_graph.pb")
+    output_labels: Path = Path("/tmp/output_labels.txt")
+    intermediate_output_graphs_dir: Path = Path("/tmp/intermediate_graph/")
+    intermediate_store_frequency: int = 0
+    summaries_dir: Path = Path("/tmp/retrain_logs")
+    how_many_training_steps: int = 4000
+    learning_rate: float = 0.01
+    testing_percentage: float = 10.0
+    validation_percentage: float = 10.0
+    eval_step_interval: int = 10
+    train_batch_size: int = 100
+    test_batch_size: int = -1
+    validation_batch_size: int = 100
+    print_misclassified_test_images: bool = False
+    bottleneck_dir: Path = Path("/tmp/bottleneck")
+    final_tensor_name: str = "final_result"
+    flip_left_right: bool = False
+    random_crop: float = 0.0
+    random_scale: float = 0.0
+    random_brightness: float = 0.0
+    tfhub_module: str = BUILTIN_MODULE
+    saved_model_dir: Path | None = None
+    logging_verbosity: str = "INFO"
+    checkpoint_path: Path = Path("/tmp/_retrain_checkpoint")
+    model_dir: Path = dataclasses.field(default_factory=default_model_dir)
+    random_seed: int | None = None
+    extraction_batch_size: int = 32
+
+    @property
+    def distortions_requested(self) -> bool:
+        return self.flip_left_right or self.random_crop != 0 or self.random_scale != 0 or self.random_brightness != 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="retrain.py",
+        description="Retrain the top layer of a pre-trained image network on your own classes.",
+        epilog="Exit codes: 0 success, 2 usage or input error, 1 other failure.",
+    )
+    a = p.add_argument
+    a("--image_dir", type=str, default="", help="Path to folders of labeled images (one sub-folder per class).")
+    a("--output_graph", type=str, default="/tmp/output_graph.pb", help="Where to save the trained graph.")
+    a("--intermediate_output_graphs_dir", type=str, default="/tmp/intermediate_graph/",
+      help="Where to save the intermediate graphs.")
+    a("--intermediate_store_frequency", type=int, default=0,
+      help="How many steps to store intermediate graph. If 0, intermediate graphs are not stored.")
+    a("--output_labels", type=str, default="/tmp/output_labels.txt", help="Where to save the trained graph's labels.")
+    a("--summaries_dir", type=str, default="/tmp/retrain_logs", help="Where to save summary logs for TensorBoard.")
+    a("--how_many_training_steps", type=int, default=4000, help="How many training steps to run before ending.")
+    a("--learning_rate", type=float, default=0.01, help="How large a learning rate to use when training.")
+    a("--testing_percentage", type=float, default=10, help="What percentage of images to use as a test set.")
+    a("--validation_percentage", type=float, default=10, help="What percentage of images to use as a validation set.")
+    a("--eval_step_interval", type=int, default=10, help="How often to evaluate the training results.")
+    a("--train_batch_size", type=int, default=100, help="How many images to train on at a time.")
+    a("--test_batch_size", type=int, default=-1,
+      help="How many images to test on. This test set is only used once, to evaluate the final accuracy "
+           "after training completes. A value of -1 causes the entire test set to be used.")
+    a("--validation_batch_size", type=int, default=100,
+      help="How many images to use in an evaluation batch. A value of -1 causes the entire validation set "
+           "to be used, which leads to more stable results across training iterations.")
+    a("--print_misclassified_test_images", default=False, action="store_true",
+      help="Whether to print out a list of all misclassified test images.")
+    a("--bottleneck_dir", type=str, default="/tmp/bottleneck", help="Path to cache bottleneck layer values.")
+    a("--final_tensor_name", type=str, default="final_result",
+      help="The name of the output classification layer in the retrained graph.")
+    a("--flip_left_right", default=False, action="store_true",
+      help="Whether to randomly flip half of the training images horizontally.")
+    a("--random_crop", type=int, default=0,
+      help="A percentage determining how much of a margin to randomly crop off the training images.")
+    a("--random_scale", type=int, default=0,
+      help="A percentage determining how much to randomly scale up the size of the training images by.")
+    a("--random_brightness", type=int, default=0,
+      help="A percentage determining how much to randomly multiply the training image input pixels up or down by.")
+    a("--tfhub_module", type=str, default=None,
+      help="Which image module to use: 'inception_v3' (built in, default: Google's 2015-12-05 Inception-v3, "
+           "works offline), a TensorFlow Hub handle or URL of an image feature-vector module, or a local "
+           "SavedModel directory.")
+    a("--architecture", type=str, default=None,
+      help="Older name for the module choice: 'inception_v3' or 'mobilenet_<1.0|0.75|0.50|0.25>_<size>'.")
+    a("--model_dir", type=str, default=str(default_model_dir()),
+      help="Where the built-in model's weights are downloaded and converted (once).")
+    a("--saved_model_dir", type=str, default="", help="Where to save the exported graph as a SavedModel.")
+    a("--logging_verbosity", type=str, default="INFO", choices=LOGGING_LEVELS,
+      help="How much logging output should be produced.")
+    a("--checkpoint_path", type=str, default="/tmp/_retrain_checkpoint",
+      help="Where to save the trained new layer's checkpoint.")
+    a("--random_seed", type=int, default=None,
+      help="Seed for the weights, batch sampling and distortions, so that a run can be reproduced exactly.")
+    a("--extraction_batch_size", type=int, default=32,
+      help="How many images go through the network at once when computing bottlenecks.")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RetrainConfig:
+    """Turn parsed flags into the configuration; raises UserError for inconsistent values."""
+    from .errors import UserError
+
+    if not args.image_dir:
+        raise UserError("--image_dir is required: point it at a folder with one sub-folder of images per class.")
+    module = args.tfhub_module
+    if args.architecture:
+        if args.architecture not in ARCHITECTURES:
+            raise UserError(
+                f"Unknown --architecture '{args.architecture}'; use inception_v3 or mobilenet_<version>_<size>, "
+                "or name a module with --tfhub_module."
+            )
+        if module and module != ARCHITECTURES[args.architecture]:
+            raise UserError("--architecture and --tfhub_module name different modules; give only one.")
+        module = ARCHITECTURES[args.architecture]
+    for name in ("how_many_training_steps", "eval_step_interval", "train_batch_size", "extraction_batch_size"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name} must be a positive number, got {getattr(args, name)}.")
+    for name in ("testing_percentage", "validation_percentage"):
+        if not 0 <= getattr(args, name) < 100:
+            raise UserError(f"--{name} must be between 0 and 100, got {getattr(args, name)}.")
+    if args.testing_percentage + args.validation_percentage >= 100:
+        raise UserError("--testing_percentage plus --validation_percentage leaves no images for training.")
+    if args.learning_rate <= 0:
+        raise UserError(f"--learning_rate must be positive, got {args.learning_rate}.")
+    for name in ("random_crop", "random_scale", "random_brightness"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name} is a percentage and cannot be negative.")
+    if args.random_brightness >= 100:
+        raise UserError("--random_brightness must be below 100 (a factor of 1 - b% must stay positive).")
+    return RetrainConfig(
+        image_dir=Path(args.image_dir),
+        output_graph=Path(args.output_graph),
+        output_labels=Path(args.output_labels),
+        intermediate_output_graphs_dir=Path(args.intermediate_output_graphs_dir),
+        intermediate_store_frequency=args.intermediate_store_frequency,
+        summaries_dir=Path(args.summaries_dir),
+        how_many_training_steps=args.how_many_training_steps,
+        learning_rate=args.learning_rate,
+        testing_percentage=args.testing_percentage,
+        validation_percentage=args.validation_percentage,
+        eval_step_interval=args.eval_step_interval,
+        train_batch_size=args.train_batch_size,
+        test_batch_size=args.test_batch_size,
+        validation_batch_size=args.validation_batch_size,
+        print_misclassified_test_images=args.print_misclassified_test_images,
+        bottleneck_dir=Path(args.bottleneck_dir),
+        final_tensor_name=args.final_tensor_name,
+        flip_left_right=args.flip_left_right,
+        random_crop=args.random_crop,
+        random_scale=args.random_scale,
+        random_brightness=args.random_brightness,
+        tfhub_module=module or BUILTIN_MODULE,
+        saved_model_dir=Path(args.saved_model_dir) if args.saved_model_dir else None,
+        logging_verbosity=args.logging_verbosity,
+        checkpoint_path=Path(args.checkpoint_path),
+        model_dir=Path(args.model_dir),
+        random_seed=args.random_seed,
+        extraction_batch_size=args.extraction_batch_size,
+    )

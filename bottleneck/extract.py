@@ -1,0 +1,99 @@
+"""Compute missing bottlenecks: decode images in threads while the network runs in batches."""
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import BottleneckCache, Entry
+from .images import BadImage, load_for_model
+from .modules import FeatureModule
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Job:
+    entry: Entry
+    path: Path
+
+
+def compiled_features(module: FeatureModule):
+    """The module's feature function compiled once for any batch size."""
+    import tensorflow as tf
+
+    return tf.function(
+        module.features,
+        input_signature=[tf.TensorSpec([None, module.height, module.width, 3], tf.float32)],
+        jit_compile=False,
+    )
+
+
+def compute_missing(
+    module: FeatureModule,
+    jobs: list[Job],
+    cache: BottleneckCache,
+    batch_size: int = 32,
+    progress=None,
+    features=None,
+) -> list[Skipped]:
+    """Run every job's image through the module and store the vectors; returns the images skipped.
+
+    Decoding happens on a thread pool ahead of the network (PIL and TensorFlow
+    both release the GIL), so the cores never wait for JPEG decoding.  Every
+    batch is committed to the cache as soon as it is computed, so an
+    interrupted run keeps all finished batches.
+    """
+    if not jobs:
+        return []
+    features = features or compiled_features(module)
+    skipped: list[Skipped] = []
+    workers = max(2, os.cpu_count() or 2)
+
+    def decode(job: Job):
+        try:
+            return load_for_model(job.path, module.height, module.width)
+        except BadImage as exc:
+            return exc
+        except OSError as exc:  # vanished or unreadable file
+            return BadImage(exc.strerror or str(exc))
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        queue = iter(jobs)
+        ahead = batch_size * 3  # enough decoded images to keep the network busy, bounded memory
+
+        def refill():
+            while len(pending) < ahead:
+                job = next(queue, None)
+                if job is None:
+                    return
+                pending.append((job, pool.submit(decode, job)))
+
+        refill()
+        while pending:
+            batch_jobs, batch_pixels = [], []
+            while pending and len(batch_jobs) < batch_size:
+                job, future = pending.popleft()
+                result = future.result()
+                if isinstance(result, BadImage):
+                    skipped.append(Skipped(job.path, str(result)))
+                else:
+                    batch_jobs.append(job)
+                    batch_pixels.append(result)
+                refill()
+            if batch_jobs:
+                vectors = features(np.stack(batch_pixels)).numpy()
+                cache.put([(job.entry, vectors[i]) for i, job in enumerate(batch_jobs)])
+            if progress is not None:
+                progress(len(batch_jobs), len(skipped))
+    return skipped
+

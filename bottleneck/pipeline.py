@@ -1,0 +1,219 @@
+"""One retraining run, start to finish: walk -> split -> cache -> train -> evaluate -> export."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cache import BottleneckCache, Entry, import_classic_text
+from .config import RetrainConfig
+from .errors import EXIT_OK, UserError
+from .extract import Job, Skipped, compute_missing
+from .modules import FeatureModule, load_module
+from .split import SETS, ClassSplit, split_class
+from .train import SplitData, TrainSettings, TrainedLayer, predict, train_layer
+from .walk import ImageFile, list_images
+
+log = logging.getLogger("retrain")
+
+# Above this many bytes of float32 training vectors, hold them as float16 to bound memory.
+FLOAT16_ABOVE_BYTES = 1 << 30
+
+
+@dataclass
+class RunResult:
+    labels: list[str]
+    layer: TrainedLayer
+    test_accuracy: float | None
+    test_count: int
+    counts: dict[str, dict[str, int]]  # label -> set -> images
+    skipped: list[Skipped]
+    misclassified: list[tuple[str, str, str]]  # path, true label, predicted label
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run(config: RetrainConfig) -> int:
+    retrain(config)
+    return EXIT_OK
+
+
+def retrain(config: RetrainConfig) -> RunResult:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    listing = list_images(config.image_dir)
+    for warning in listing.warnings:
+        log.warning(warning)
+    labels = [c.label for c in listing.classes]
+    splits = []
+    for image_class in listing.classes:
+        split, note = split_class(image_class, config.validation_percentage, config.testing_percentage)
+        if note:
+            log.warning(note)
+        splits.append(split)
+    total = sum(len(c.images) for c in listing.classes)
+    log.info("Found %d images in %d classes under %s.", total, len(labels), config.image_dir)
+    timings["walk"] = time.perf_counter() - started
+
+    t = time.perf_counter()
+    module = load_module(config.tfhub_module, config.model_dir, log=log.info)
+    timings["load_module"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cache = BottleneckCache(config.bottleneck_dir, module.identity, module.bottleneck_size, log=log.warning)
+    try:
+        digest_of, skipped = ensure_bottlenecks(config, module, cache, listing.classes, splits)
+        timings["bottlenecks"] = time.perf_counter() - t
+        skipped_paths = {s.path for s in skipped}
+        for split in splits:
+            for set_name in SETS:
+                setattr(split, set_name, [im for im in split.of(set_name) if im.path not in skipped_paths])
+        data = {s: load_set(cache, splits, s, digest_of, module.bottleneck_size) for s in SETS}
+    finally:
+        cache.close()
+    if skipped:
+        log.warning("Skipped %d unreadable image(s); see the lines above for each path and reason.", len(skipped))
+    counts = {sp.label: {s: len(sp.of(s)) for s in SETS} for sp in splits}
+    empty = [label for label, c in counts.items() if c["training"] == 0]
+    if empty:
+        raise UserError(f"No usable training images left for class(es): {', '.join(empty)}.")
+
+    t = time.perf_counter()
+    from .tensorboard import Summaries
+
+    summaries = Summaries(config.summaries_dir)
+    settings = TrainSettings(
+        steps=config.how_many_training_steps,
+        learning_rate=config.learning_rate,
+        batch_size=config.train_batch_size,
+        eval_step_interval=config.eval_step_interval,
+        validation_batch_size=config.validation_batch_size,
+        seed=config.random_seed,
+    )
+    on_step = _intermediate_saver(config, module, labels) if config.intermediate_store_frequency > 0 else None
+    try:
+        layer = train_layer(data["training"], data["validation"], len(labels), settings, summaries, on_step)
+    finally:
+        summaries.close()
+    timings["training"] = time.perf_counter() - t
+
+    test = data["testing"]
+    if config.test_batch_size >= 0 and config.test_batch_size < len(test.y):
+        pick = np.random.default_rng(config.random_seed).choice(len(test.y), config.test_batch_size, replace=False)
+        test = SplitData(test.x[pick], test.y[pick], [test.names[i] for i in pick])
+    test_accuracy, misclassified = None, []
+    if len(test.y):
+        predicted = predict(layer, test.x).argmax(axis=1)
+        test_accuracy = float((predicted == test.y).mean())
+        log.info("Final test accuracy = %.1f%% (N=%d)", test_accuracy * 100, len(test.y))
+        misclassified = [
+            (test.names[i], labels[test.y[i]], labels[predicted[i]]) for i in np.flatnonzero(predicted != test.y)
+        ]
+        if config.print_misclassified_test_images:
+            log.info("=== MISCLASSIFIED TEST IMAGES ===")
+            for name, _truth, guess in misclassified:
+                log.info("%70s  %s", name, guess)
+    else:
+        log.warning("No test images (--testing_percentage %s): no final test accuracy.", config.testing_percentage)
+
+    t = time.perf_counter()
+    export_all(config, module, layer, labels)
+    timings["export"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    return RunResult(labels, layer, test_accuracy, len(test.y), counts, skipped, misclassified, timings)
+
+
+def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, classes, splits: list[ClassSplit]):
+    """Make sure every image has a cached bottleneck; returns digests by path and the images skipped."""
+    images: list[tuple[ImageFile, str]] = [(im, c.folder.name) for c in classes for im in c.images]
+    digest_of, unreadable = cache.digests([im.path for im, _f in images])
+    skipped = [Skipped(path, reason) for path, reason in unreadable.items()]
+    readable = [(im, folder, digest_of[im.path]) for im, folder in images if im.path in digest_of]
+    classes_of: dict[str, set[str]] = {}
+    for image, folder, digest in readable:
+        classes_of.setdefault(digest, set()).add(folder)
+    for digest, folders in classes_of.items():
+        if len(folders) > 1:
+            same = [str(im.path) for im, _f, d in readable if d == digest]
+            log.warning("The same image is in several classes (%s): %s", ", ".join(sorted(folders)), "; ".join(same))
+
+    present = cache.present([Entry(d) for d in classes_of])
+    first_path: dict[str, tuple[ImageFile, str]] = {}
+    for image, folder, digest in readable:
+        if Entry(digest) not in present:
+            first_path.setdefault(digest, (image, folder))
+    imported = 0
+    if first_path and module.classic_cache_suffixes:
+        candidates = [
+            (Entry(d), [config.bottleneck_dir / folder / f"{image.name}_{suffix}.txt" for suffix in module.classic_cache_suffixes])
+            for d, (image, folder) in first_path.items()
+        ]
+        imported = import_classic_text(cache, candidates)
+        if imported:
+            log.info("Imported %d bottlenecks from the classic script's text files.", imported)
+            present = cache.present([Entry(d) for d in first_path])
+    jobs = [Job(Entry(d), image.path) for d, (image, _f) in first_path.items() if Entry(d) not in present]
+    reused = len(classes_of) - len(first_path)
+    log.info("%d bottlenecks cached, %d imported, %d to compute.", reused, imported, len(jobs))
+    if jobs:
+        t = time.perf_counter()
+        done = [0]
+
+        def progress(n_ok, _n_skipped):
+            done[0] += n_ok
+            if done[0] and (done[0] % 100 < n_ok or done[0] == len(jobs)):
+                rate = done[0] / (time.perf_counter() - t)
+                log.info("%d bottleneck files created (%.1f images/s).", done[0], rate)
+
+        bad = compute_missing(module, jobs, cache, config.extraction_batch_size, progress)
+        for s in bad:
+            log.warning("Skipping %s: %s", s.path, s.reason)
+        # Every file with the same bad content is skipped too, not only the one that was decoded.
+        reason_of = {digest_of[s.path]: s.reason for s in bad}
+        skipped += [Skipped(im.path, reason_of[d]) for im, _f, d in readable if d in reason_of]
+    return digest_of, skipped
+
+
+def load_set(cache: BottleneckCache, splits: list[ClassSplit], set_name: str, digest_of, dim: int) -> SplitData:
+    images, ys = [], []
+    for index, split in enumerate(splits):
+        for image in split.of(set_name):
+            images.append(image)
+            ys.append(index)
+    dtype = np.float16 if len(images) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32
+    x = cache.matrix([Entry(digest_of[im.path]) for im in images], dtype=dtype)
+    return SplitData(x=x, y=np.asarray(ys, dtype=np.int32), names=[str(im.path) for im in images])
+
+
+def export_all(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, labels: list[str]) -> None:
+    from . import export
+
+    try:
+        export.write_frozen_graph(config.output_graph, module, layer.weights, layer.biases, config.final_tensor_name)
+        log.info("Saved the trained graph to %s", config.output_graph)
+        export.write_labels(config.output_labels, labels)
+        log.info("Saved the labels to %s", config.output_labels)
+        if config.saved_model_dir:
+            export.write_saved_model(
+                config.saved_model_dir, module, layer.weights, layer.biases, labels, config.final_tensor_name
+            )
+            log.info("Saved the SavedModel to %s", config.saved_model_dir)
+        export.write_checkpoint(config.checkpoint_path, layer.weights, layer.biases)
+    except OSError as exc:
+        raise UserError(f"Could not write the outputs: {exc.strerror or exc} ({exc.filename}).", exit_code=1) from None
+
+
+def _intermediate_saver(config: RetrainConfig, module: FeatureModule, labels: list[str]):
+    from . import export
+
+    def save(step, weights, biases):
+        if step > 0 and step % config.intermediate_store_frequency == 0:
+            path = config.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
+            export.write_frozen_graph(path, module, weights.numpy(), biases.numpy(), config.final_tensor_name)
+            export.write_labels(config.output_labels, labels)
+            log.info("Save intermediate result to : %s", path)
+
+    return save
