@@ -50,7 +50,6 @@ def setup_logging(verbosity: str) -> None:
     root = logging.getLogger("retrain")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
 
 
 def run_guarded(prog: str, body) -> int:
@@ -72,8 +71,9 @@ def retrain_main(argv) -> int:
     from .config import build_parser, config_from_args
 
     args = build_parser().parse_args(argv)
-    setup_logging(args.logging_verbosity)
-    quiet_tensorflow(args.logging_verbosity)
+    verbosity = "WARN" if args.quiet and args.logging_verbosity in ("DEBUG", "INFO") else args.logging_verbosity
+    setup_logging(verbosity)
+    quiet_tensorflow(verbosity)
 
     def body():
         config = config_from_args(args)

@@ -58,6 +58,16 @@ class RetrainConfig:
     model_dir: Path = dataclasses.field(default_factory=default_model_dir)
     random_seed: int | None = None
     extraction_batch_size: int = 32
+    strict: bool = False
+    assert_accuracy_at_least: float | None = None
+    quiet: bool = False
+    report_dir: Path | None = None  # None: <output_graph's folder>/<graph name>_report
+
+    @property
+    def resolved_report_dir(self) -> Path:
+        if self.report_dir is not None:
+            return self.report_dir
+        return self.output_graph.with_name(self.output_graph.stem + "_report")
 
     @property
     def distortions_requested(self) -> bool:
@@ -121,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
       help="Seed for the weights, batch sampling and distortions, so that a run can be reproduced exactly.")
     a("--extraction_batch_size", type=int, default=32,
       help="How many images go through the network at once when computing bottlenecks.")
+    a("--strict", default=False, action="store_true",
+      help="Treat any unreadable image as an error (exit 2) instead of skipping it.")
+    a("--assert_accuracy_at_least", type=float, default=None, metavar="PCT",
+      help="Fail (exit 1) and keep the previous outputs when the final test accuracy is below PCT percent.")
+    a("--quiet", default=False, action="store_true", help="Print only warnings, errors and the final result.")
+    a("--report_dir", type=str, default=None,
+      help="Where to write training_curves.png, confusion_matrix.png and summary.json "
+           "(default: <output_graph without .pb>_report next to the output graph).")
     return p
 
 
@@ -153,6 +171,8 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
     for name in ("random_crop", "random_scale", "random_brightness"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} is a percentage and cannot be negative.")
+    if args.assert_accuracy_at_least is not None and not 0 <= args.assert_accuracy_at_least <= 100:
+        raise UserError("--assert_accuracy_at_least is a percentage between 0 and 100.")
     if args.random_brightness >= 100:
         raise UserError("--random_brightness must be below 100 (a factor of 1 - b% must stay positive).")
     return RetrainConfig(
@@ -184,4 +204,8 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         model_dir=Path(args.model_dir),
         random_seed=args.random_seed,
         extraction_batch_size=args.extraction_batch_size,
+        strict=args.strict,
+        assert_accuracy_at_least=args.assert_accuracy_at_least,
+        quiet=args.quiet,
+        report_dir=Path(args.report_dir) if args.report_dir else None,
     )

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from . import inception_v3
 from .config import BUILTIN_MODULE
 from .errors import UserError
@@ -99,15 +101,19 @@ def _from_loaded(loaded, spec: str, identity: str, hint: str, classic: tuple[str
     call = _find_call(loaded, spec)
     height, width = _expected_size(call, hint)
 
-    def features(images):
+    def raw_features(images):
         out = call(images)
         if isinstance(out, dict):
             out = next(iter(out.values())) if len(out) == 1 else out.get("feature_vector", out.get("output_0"))
-        return tf.reshape(tf.cast(out, tf.float32), [tf.shape(images)[0], -1])
+        return tf.cast(out, tf.float32)
 
-    probe = features(tf.zeros([1, height, width, 3]))
+    dim = int(np.prod(raw_features(tf.zeros([1, height, width, 3])).shape[1:]))
+
+    def features(images):
+        return tf.reshape(raw_features(images), [-1, dim])  # a static width, as the frozen graph promises
+
     return FeatureModule(
-        spec=spec, identity=identity, height=height, width=width, bottleneck_size=int(probe.shape[-1]),
+        spec=spec, identity=identity, height=height, width=width, bottleneck_size=dim,
         features=_KeepAlive(features, loaded), classic_cache_suffixes=classic,
     )
 

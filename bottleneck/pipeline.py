@@ -10,7 +10,7 @@ import numpy as np
 
 from .cache import BottleneckCache, Entry, import_classic_text
 from .config import RetrainConfig
-from .errors import EXIT_OK, UserError
+from .errors import EXIT_FAILURE, EXIT_OK, UserError
 from .extract import Job, Skipped, compute_missing
 from .modules import FeatureModule, load_module
 from .split import SETS, ClassSplit, split_class
@@ -75,6 +75,11 @@ def retrain(config: RetrainConfig) -> RunResult:
     finally:
         cache.close()
     if skipped:
+        if config.strict:
+            first = skipped[0]
+            raise UserError(
+                f"{len(skipped)} image(s) could not be read and --strict is set, e.g. {first.path}: {first.reason}."
+            )
         log.warning("Skipped %d unreadable image(s); see the lines above for each path and reason.", len(skipped))
     counts = {sp.label: {s: len(sp.of(s)) for s in SETS} for sp in splits}
     empty = [label for label, c in counts.items() if c["training"] == 0]
@@ -118,6 +123,15 @@ def retrain(config: RetrainConfig) -> RunResult:
                 log.info("%70s  %s", name, guess)
     else:
         log.warning("No test images (--testing_percentage %s): no final test accuracy.", config.testing_percentage)
+
+    gate = config.assert_accuracy_at_least
+    if gate is not None and (test_accuracy is None or test_accuracy * 100 < gate):
+        shown = "not measured (no test images)" if test_accuracy is None else f"{test_accuracy * 100:.1f}%"
+        raise UserError(
+            f"Final test accuracy {shown} is below --assert_accuracy_at_least {gate:g}%; "
+            "the previous outputs were left untouched.",
+            exit_code=EXIT_FAILURE,
+        )
 
     t = time.perf_counter()
     export_all(config, module, layer, labels)

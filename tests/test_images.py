@@ -12,12 +12,10 @@ import pytest
 from PIL import Image
 from PIL import JpegImagePlugin
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as plain `pytest` without an installed package or conftest
-    sys.path.insert(0, str(ROOT))
+from bottleneck import images
+from bottleneck.images import BadImage, is_candidate, load_for_model, open_rgb
 
-from bottleneck import images  # noqa: E402
-from bottleneck.images import BadImage, is_candidate, load_for_model, open_rgb  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

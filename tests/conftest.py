@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny feature-extractor SavedModel and synthetic image folders.
+
+Most tests run the whole tool against the tiny model (32x32 input, 24-value
+bottleneck), so they exercise the real code paths in seconds; a few tests
+marked ``inception`` use the real built-in Inception-v3.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_SIZE = 32
+TINY_DIM = 24
+
+# Distinct hues make the synthetic classes separable, as real classes are on real bottlenecks.
+CLASS_COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (40, 60, 220),
+    "yellow": (230, 220, 40),
+}
+
+
+def build_tiny_module(path: Path) -> Path:
+    """A SavedModel following the TF-Hub feature-vector convention: [N, 32, 32, 3] in [0, 1] -> [N, 24]."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    projection = rng.normal(size=(8 * 8 * 3, TINY_DIM)).astype(np.float32) / 8.0
+
+    class Tiny(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.projection = tf.Variable(projection, trainable=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, TINY_SIZE, TINY_SIZE, 3], tf.float32)])
+        def __call__(self, images):
+            pooled = tf.nn.avg_pool2d(images, 4, 4, "VALID")  # [N, 8, 8, 3]
+            flat = tf.reshape(pooled, [-1, 8 * 8 * 3])
+            return tf.nn.relu(tf.matmul(flat - 0.5, self.projection))
+
+    tf.saved_model.save(Tiny(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_module(tmp_path_factory) -> Path:
+    return build_tiny_module(tmp_path_factory.mktemp("tiny") / "tiny_module")
+
+
+def write_photo(path: Path, colour, seed: int, size=(48, 40), fmt="JPEG") -> Path:
+    """A noisy image of one dominant colour; different seeds give different file contents."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=np.float32)
+    pixels = np.clip(base + rng.normal(0, 25, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def make_dataset(root: Path, per_class: dict[str, int] | int = 30, seed: int = 0) -> Path:
+    """Class folders of synthetic photos under ``root``; returns ``root``."""
+    if isinstance(per_class, int):
+        per_class = {name: per_class for name in ("red", "green", "blue")}
+    for c, (name, count) in enumerate(per_class.items()):
+        colour = CLASS_COLOURS.get(name, tuple(int(v) for v in np.random.default_rng(c).integers(0, 255, 3)))
+        for i in range(count):
+            write_photo(root / name / f"img_{i:03d}.jpg", colour, seed=seed * 100_000 + c * 1000 + i)
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return make_dataset(tmp_path / "images")
+
+
+def retrain_args(tmp_path: Path, image_dir: Path, module: Path, *extra: str, steps: int = 200) -> list[str]:
+    """A full retrain.py command line whose every output lands under ``tmp_path``."""
+    out = tmp_path / "out"
+    return [
+        f"--image_dir={image_dir}",
+        f"--tfhub_module={module}",
+        f"--bottleneck_dir={out / 'bottlenecks'}",
+        f"--output_graph={out / 'graph.pb'}",
+        f"--output_labels={out / 'labels.txt'}",
+        f"--summaries_dir={out / 'logs'}",
+        f"--checkpoint_path={out / 'checkpoint' / 'ckpt'}",
+        f"--intermediate_output_graphs_dir={out / 'intermediate'}",
+        f"--how_many_training_steps={steps}",
+        "--learning_rate=0.1",
+        "--random_seed=1",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def inception_model_dir() -> Path:
+    """The converted built-in model: converted once per machine (the set-up script does it)."""
+    from bottleneck.inception_v3 import default_model_dir, weights_path
+
+    model_dir = Path(os.environ.get("BOTTLENECK_MODEL_DIR", default_model_dir()))
+    if not weights_path(model_dir).is_file():
+        from bottleneck.inception_v3 import ensure_weights
+
+        ensure_weights(model_dir)
+    return model_dir

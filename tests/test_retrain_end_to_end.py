@@ -1,0 +1,139 @@
+"""retrain.py -> frozen graph -> label_image.py, on the tiny module (fast)."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bottleneck.cli import label_image_main, retrain_main
+from conftest import ROOT, TINY_SIZE, make_dataset, retrain_args, write_photo
+
+
+@pytest.fixture
+def trained(tmp_path, tiny_module, caplog):
+    images = make_dataset(tmp_path / "images", {"red": 30, "green": 30, "blue": 30})
+    caplog.set_level("INFO", logger="retrain")
+    code = retrain_main(retrain_args(tmp_path, images, tiny_module, "--eval_step_interval=50"))
+    assert code == 0
+    return tmp_path / "out", caplog.text
+
+
+def test_run_logs_the_classic_lines_and_reaches_high_accuracy(trained):
+    out, log = trained
+    steps = [int(s) for s in re.findall(r"Step (\d+): Train accuracy = [\d.]+%", log)]
+    assert steps == [0, 50, 100, 150, 199]  # every --eval_step_interval steps and the last step
+    assert len(re.findall(r"Step \d+: Cross entropy = [\d.]+", log)) == 5
+    assert len(re.findall(r"Step \d+: Validation accuracy = [\d.]+% \(N=100\)", log)) == 5
+    accuracy = float(re.search(r"Final test accuracy = ([\d.]+)% \(N=\d+\)", log).group(1))
+    assert accuracy >= 90
+
+
+def test_labels_file_is_sorted_one_per_line(trained):
+    out, _ = trained
+    assert (out / "labels.txt").read_text() == "blue\ngreen\nred\n"
+
+
+def test_frozen_graph_classifies_through_a_plain_session(trained):
+    """The classic contract: feed Placeholder:0 with [0, 1] images, fetch final_result:0."""
+    import tensorflow as tf
+
+    out, _ = trained
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString((out / "graph.pb").read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    placeholder = graph.get_tensor_by_name("Placeholder:0")
+    assert placeholder.dtype == tf.float32 and placeholder.shape.as_list() == [None, TINY_SIZE, TINY_SIZE, 3]
+    assert graph.get_tensor_by_name("bottleneck:0").shape.as_list() == [None, 24]
+    labels = (out / "labels.txt").read_text().split()
+    colours = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
+    batch = np.stack([np.full((TINY_SIZE, TINY_SIZE, 3), colours[name], np.float32) / 255 for name in labels])
+    with tf.compat.v1.Session(graph=graph) as session:
+        scores = session.run("final_result:0", {"Placeholder:0": batch})
+    assert scores.shape == (3, 3)
+    np.testing.assert_allclose(scores.sum(axis=1), 1, atol=1e-5)
+    assert list(scores.argmax(axis=1)) == [0, 1, 2]
+
+
+def test_label_image_prints_top_labels_per_image(trained, tmp_path, capsys):
+    out, _ = trained
+    photo = write_photo(tmp_path / "new" / "a red one.jpg", (220, 40, 40), seed=999)
+    common = [f"--graph={out / 'graph.pb'}", f"--labels={out / 'labels.txt'}"]
+    assert label_image_main(common + [str(photo)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3  # top 5, but only 3 classes
+    assert lines[0].split()[0] == "red"
+    scores = [float(line.split()[-1]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+
+    write_photo(tmp_path / "new" / "b.png", (40, 60, 220), seed=5, fmt="PNG")
+    assert label_image_main(common + [str(tmp_path / "new")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("a red one.jpg") and lines[1].startswith("red ")
+    assert lines[4].endswith("b.png") and lines[5].startswith("blue ")
+
+
+def test_rerun_reuses_every_cached_bottleneck(tmp_path, tiny_module, caplog):
+    images = make_dataset(tmp_path / "images", 12)
+    caplog.set_level("INFO", logger="retrain")
+    assert retrain_main(retrain_args(tmp_path, images, tiny_module, steps=20)) == 0
+    assert "0 bottlenecks cached, 0 imported, 36 to compute." in caplog.text
+    caplog.clear()
+    write_photo(images / "red" / "extra.jpg", (220, 40, 40), seed=12345)
+    assert retrain_main(retrain_args(tmp_path, images, tiny_module, steps=20)) == 0
+    assert "36 bottlenecks cached, 0 imported, 1 to compute." in caplog.text
+
+
+def _graph_constants(path):
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(path.read_bytes())
+    return sorted(n.attr["value"].tensor.tensor_content for n in graph_def.node if n.op == "Const")
+
+
+def test_random_seed_makes_runs_identical(tmp_path, tiny_module, caplog):
+    images = make_dataset(tmp_path / "images", 12)
+    caplog.set_level("INFO", logger="retrain")
+    results = []
+    for seed in (1, 1, 2):
+        caplog.clear()
+        assert retrain_main(retrain_args(tmp_path, images, tiny_module, f"--random_seed={seed}", steps=30)) == 0
+        results.append([line.split(": Step")[-1] for line in caplog.text.splitlines() if ": Step" in line])
+        results[-1].append(_graph_constants(tmp_path / "out" / "graph.pb"))
+    assert results[0] == results[1]
+    assert results[0][-1] != results[2][-1]  # and the seed does matter
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "retrain.py", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("missing_flag", "--image_dir is required"),
+        ("missing_dir", "not found"),
+        ("no_classes", "No class sub-folders found"),
+        ("single_class", "Only one valid folder of images found"),
+    ],
+)
+def test_user_errors_end_with_one_sentence_and_exit_2(tmp_path, setup, message):
+    if setup == "missing_flag":
+        args = []
+    elif setup == "missing_dir":
+        args = [f"--image_dir={tmp_path / 'nowhere'}"]
+    elif setup == "no_classes":
+        write_photo(tmp_path / "flat" / "a.jpg", (1, 2, 3), 1)
+        args = [f"--image_dir={tmp_path / 'flat'}"]
+    else:
+        make_dataset(tmp_path / "one", {"red": 5})
+        args = [f"--image_dir={tmp_path / 'one'}"]
+    result = _run_cli(*args, f"--bottleneck_dir={tmp_path / 'bn'}")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("retrain.py: error: ")
