@@ -47,9 +47,14 @@ def setup_logging(verbosity: str) -> None:
     level = {"WARN": logging.WARNING, "FATAL": logging.CRITICAL}.get(verbosity, getattr(logging, verbosity, logging.INFO))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
-    root = logging.getLogger("retrain")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    ours = logging.getLogger("retrain")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    # A library calling logging.warning() on the root logger would otherwise install a default
+    # root handler mid-run and print each of our lines twice.
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
 
 
 def run_guarded(prog: str, body) -> int:

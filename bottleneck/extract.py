@@ -80,12 +80,13 @@ def compute_missing(
 
         refill()
         while pending:
-            batch_jobs, batch_pixels = [], []
+            batch_jobs, batch_pixels, batch_skipped = [], [], 0
             while pending and len(batch_jobs) < batch_size:
                 job, future = pending.popleft()
                 result = future.result()
                 if isinstance(result, BadImage):
                     skipped.append(Skipped(job.path, str(result)))
+                    batch_skipped += 1
                 else:
                     batch_jobs.append(job)
                     batch_pixels.append(result)
@@ -94,6 +95,6 @@ def compute_missing(
                 vectors = features(np.stack(batch_pixels)).numpy()
                 cache.put([(job.entry, vectors[i]) for i, job in enumerate(batch_jobs)])
             if progress is not None:
-                progress(len(batch_jobs), len(skipped))
+                progress(len(batch_jobs) + batch_skipped)
     return skipped
 

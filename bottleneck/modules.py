@@ -25,7 +25,7 @@ from .config import BUILTIN_MODULE
 from .errors import UserError
 
 # Bump when the way images become model input changes: cached bottlenecks are keyed on it.
-PREPROCESSING = "pil-rgb-exif-bilinear-draft-v1"
+PREPROCESSING = "pil-rgb-exif-draft-legacy-bilinear-v2"
 
 
 @dataclass(frozen=True)

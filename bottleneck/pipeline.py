@@ -1,6 +1,7 @@
 """One retraining run, start to finish: walk -> split -> cache -> train -> evaluate -> export."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from .config import RetrainConfig
 from .errors import EXIT_FAILURE, EXIT_OK, UserError
 from .extract import Job, Skipped, compute_missing
 from .modules import FeatureModule, load_module
+from .progress import Progress
+from .report import ReportData, human_summary, write_report
 from .split import SETS, ClassSplit, split_class
 from .train import SplitData, TrainSettings, TrainedLayer, predict, train_layer
 from .walk import ImageFile, list_images
@@ -33,10 +36,14 @@ class RunResult:
     skipped: list[Skipped]
     misclassified: list[tuple[str, str, str]]  # path, true label, predicted label
     timings: dict[str, float] = field(default_factory=dict)
+    summary: dict | None = None  # what the report's summary.json holds
 
 
 def run(config: RetrainConfig) -> int:
-    retrain(config)
+    result = retrain(config)
+    # The short human summary is the command's result: stdout, even with --quiet.
+    for line in human_summary(result.summary):
+        print(line)
     return EXIT_OK
 
 
@@ -90,6 +97,7 @@ def retrain(config: RetrainConfig) -> RunResult:
     from .tensorboard import Summaries
 
     summaries = Summaries(config.summaries_dir)
+    summaries.settings({k: str(v) for k, v in dataclasses.asdict(config).items()})
     settings = TrainSettings(
         steps=config.how_many_training_steps,
         learning_rate=config.learning_rate,
@@ -98,11 +106,21 @@ def retrain(config: RetrainConfig) -> RunResult:
         validation_batch_size=config.validation_batch_size,
         seed=config.random_seed,
     )
-    on_step = _intermediate_saver(config, module, labels) if config.intermediate_store_frequency > 0 else None
-    try:
-        layer = train_layer(data["training"], data["validation"], len(labels), settings, summaries, on_step)
-    finally:
-        summaries.close()
+    save_intermediate = _intermediate_saver(config, module, labels) if config.intermediate_store_frequency else None
+    with Progress(settings.steps, "Training", enabled=not config.quiet, interval_s=30) as bar:
+
+        def on_step(step, steps_done, weights, biases):
+            bar.update(steps_done)
+            if save_intermediate:
+                save_intermediate(step, weights, biases)
+
+        try:
+            layer = train_layer(
+                data["training"], data["validation"], len(labels), settings, summaries, on_step,
+                store_every=config.intermediate_store_frequency,
+            )
+        finally:
+            summaries.close()
     timings["training"] = time.perf_counter() - t
 
     test = data["testing"]
@@ -110,8 +128,8 @@ def retrain(config: RetrainConfig) -> RunResult:
         pick = np.random.default_rng(config.random_seed).choice(len(test.y), config.test_batch_size, replace=False)
         test = SplitData(test.x[pick], test.y[pick], [test.names[i] for i in pick])
     test_accuracy, misclassified = None, []
+    predicted = predict(layer, test.x).argmax(axis=1)
     if len(test.y):
-        predicted = predict(layer, test.x).argmax(axis=1)
         test_accuracy = float((predicted == test.y).mean())
         log.info("Final test accuracy = %.1f%% (N=%d)", test_accuracy * 100, len(test.y))
         misclassified = [
@@ -137,7 +155,16 @@ def retrain(config: RetrainConfig) -> RunResult:
     export_all(config, module, layer, labels)
     timings["export"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
-    return RunResult(labels, layer, test_accuracy, len(test.y), counts, skipped, misclassified, timings)
+    summary = write_report(
+        config.resolved_report_dir,
+        ReportData(
+            labels=labels, history=layer.history, test_true=test.y, test_predicted=predicted,
+            test_names=test.names, counts=counts, skipped=skipped, settings=config, module=module,
+            timings=timings, test_accuracy=test_accuracy,
+        ),
+    )
+    log.info("Wrote the report to %s", config.resolved_report_dir)
+    return RunResult(labels, layer, test_accuracy, len(test.y), counts, skipped, misclassified, timings, summary)
 
 
 def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, classes, splits: list[ClassSplit]):
@@ -174,15 +201,9 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
     log.info("%d bottlenecks cached, %d imported, %d to compute.", reused, imported, len(jobs))
     if jobs:
         t = time.perf_counter()
-        done = [0]
-
-        def progress(n_ok, _n_skipped):
-            done[0] += n_ok
-            if done[0] and (done[0] % 100 < n_ok or done[0] == len(jobs)):
-                rate = done[0] / (time.perf_counter() - t)
-                log.info("%d bottleneck files created (%.1f images/s).", done[0], rate)
-
-        bad = compute_missing(module, jobs, cache, config.extraction_batch_size, progress)
+        with Progress(len(jobs), "Bottlenecks", enabled=not config.quiet) as bar:
+            bad = compute_missing(module, jobs, cache, config.extraction_batch_size, bar.update)
+        log.info("%d bottlenecks created (%.1f images/s).", len(jobs) - len(bad), len(jobs) / (time.perf_counter() - t))
         for s in bad:
             log.warning("Skipping %s: %s", s.path, s.reason)
         # Every file with the same bad content is skipped too, not only the one that was decoded.

@@ -25,6 +25,20 @@ class Summaries:
                 tf.summary.scalar("accuracy", validation_accuracy)
                 tf.summary.scalar("cross_entropy", validation_cross_entropy)
 
+    def histograms(self, step, weights, biases, activations):
+        """The classic script's histograms of the new layer: weights, biases and pre-softmax activations."""
+        tf = self._tf
+        with self.train.as_default(step=step):
+            tf.summary.histogram("final_training_ops/weights", weights)
+            tf.summary.histogram("final_training_ops/biases", biases)
+            tf.summary.histogram("final_training_ops/pre_activations", activations)
+
+    def settings(self, settings: dict):
+        """The run's settings as a Markdown table in TensorBoard's Text tab."""
+        rows = "\n".join(f"| {key} | {value} |" for key, value in settings.items())
+        with self.train.as_default(step=0):
+            self._tf.summary.text("settings", f"| setting | value |\n|---|---|\n{rows}")
+
     def close(self):
         self.train.close()
         self.validation.close()

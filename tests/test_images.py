@@ -589,3 +589,18 @@ def test_damaged_files_give_array_or_bad_image(fmt):
             assert str(e) and "\n" not in str(e)
         else:
             assert a.shape == (8, 8, 3) and a.dtype == np.float32
+
+
+def test_resize_matches_tensorflows_legacy_resize_bilinear():
+    """The original Inception graph resized with TF's legacy bilinear; ours must be its twin."""
+    import tensorflow as tf
+
+    from bottleneck.images import resize_bilinear_legacy
+
+    rng = np.random.default_rng(3)
+    for shape, (h, w) in [((333, 500, 3), (299, 299)), ((120, 90, 3), (299, 299)), ((640, 480, 3), (224, 160))]:
+        pixels = rng.integers(0, 256, size=shape).astype(np.float32)
+        ours = resize_bilinear_legacy(pixels, h, w)
+        theirs = tf.compat.v1.image.resize_bilinear(pixels[None], [h, w], align_corners=False,
+                                                    half_pixel_centers=False)[0].numpy()
+        np.testing.assert_allclose(ours, theirs, atol=1e-3)
