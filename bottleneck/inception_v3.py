@@ -37,6 +37,9 @@ WEIGHTS_FILE = "weights.npz"
 
 
 def default_model_dir() -> Path:
+    """$BOTTLENECK_MODEL_DIR, else the user's cache folder: it survives reboots, unlike /tmp/imagenet."""
+    if os.environ.get("BOTTLENECK_MODEL_DIR"):
+        return Path(os.environ["BOTTLENECK_MODEL_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "bottleneck-retrain" / "models"
 
@@ -237,3 +240,23 @@ def _tf_padding(weights, name):
     if int(weights[f"{name}/stride"]) == 1 and (ph, pw) == ((kh - 1) // 2, (kw - 1) // 2):
         return "SAME"
     return [[0, 0], [ph, ph], [pw, pw], [0, 0]]
+
+
+def main(argv=None) -> int:
+    """``python -m bottleneck.inception_v3 [--model_dir DIR]``: obtain and convert the model now."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Obtain and convert the built-in Inception-v3 weights (once).")
+    parser.add_argument("--model_dir", default=str(default_model_dir()))
+    args = parser.parse_args(argv)
+    try:
+        path = ensure_weights(args.model_dir)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"Built-in Inception-v3 ready: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

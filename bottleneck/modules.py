@@ -76,7 +76,7 @@ def _saved_model(path: Path) -> FeatureModule:
     except Exception as exc:  # TensorFlow raises many types for a broken model
         raise UserError(f"Could not load the SavedModel in '{path}': {_first_line(exc)}") from None
     return _from_loaded(loaded, spec=str(path), identity=f"savedmodel:{_folder_digest(path)}|{PREPROCESSING}",
-                        hint=path.name, classic=())
+                        hint=path.name, classic=(classic_module_name(str(path)),))
 
 
 def _hub(handle: str) -> FeatureModule:
@@ -91,8 +91,13 @@ def _hub(handle: str) -> FeatureModule:
             f"Could not load TF-Hub module '{handle}' ({_first_line(exc)}); it must be downloaded once while "
             "online, or use the built-in --tfhub_module inception_v3."
         ) from None
-    mangled = handle.replace("://", "~").replace("/", "~").replace(":", "~").replace("\\", "~")
-    return _from_loaded(loaded, spec=handle, identity=f"hub:{handle}|{PREPROCESSING}", hint=handle, classic=(mangled,))
+    return _from_loaded(loaded, spec=handle, identity=f"hub:{handle}|{PREPROCESSING}", hint=handle,
+                        classic=(classic_module_name(handle),))
+
+
+def classic_module_name(spec: str) -> str:
+    """How the classic script turned --tfhub_module into the suffix of its bottleneck file names."""
+    return spec.replace("://", "~").replace("/", "~").replace(":", "~").replace("\\", "~")
 
 
 def _from_loaded(loaded, spec: str, identity: str, hint: str, classic: tuple[str, ...]) -> FeatureModule:

