@@ -105,6 +105,11 @@ def retrain(config: RetrainConfig) -> RunResult:
         eval_step_interval=config.eval_step_interval,
         validation_batch_size=config.validation_batch_size,
         seed=config.random_seed,
+        optimizer=config.optimizer,
+        label_smoothing=config.label_smoothing,
+        dropout=config.dropout,
+        weight_decay=config.weight_decay,
+        early_stopping_patience=config.early_stopping_patience,
     )
     save_intermediate = _intermediate_saver(config, module, labels) if config.intermediate_store_frequency else None
     with Progress(settings.steps, "Training", enabled=not config.quiet, interval_s=30) as bar:

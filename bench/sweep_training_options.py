@@ -1,0 +1,65 @@
+"""Which training options give the best validation accuracy? (issue 6; sets --preset best)
+
+    .venv/bin/python bench/sweep_training_options.py --image_dir ../shared/datasets/flower_photos_dev \
+        --bottleneck_dir /tmp/bottleneck
+
+Needs the bottlenecks cached already (run retrain.py on the folder once with the same
+--bottleneck_dir). Prints validation accuracy on the whole validation set (what the
+choice is made on) and test accuracy (reported, never used to choose), over seeds.
+"""
+import argparse
+import itertools
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bottleneck import inception_v3  # noqa: E402
+from bottleneck.cache import BottleneckCache  # noqa: E402
+from bottleneck.modules import PREPROCESSING  # noqa: E402
+from bottleneck.pipeline import load_set  # noqa: E402
+from bottleneck.split import SETS, split_class  # noqa: E402
+from bottleneck.train import TrainSettings, predict, train_layer  # noqa: E402
+from bottleneck.walk import list_images  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
+    p.add_argument("--seeds", type=int, default=3)
+    args = p.parse_args()
+    logging.getLogger("retrain").setLevel(logging.WARNING)
+    listing = list_images(args.image_dir)
+    splits = [split_class(c, 10, 10)[0] for c in listing.classes]
+    identity = f"{inception_v3.NAME}@sha256:{inception_v3.ARCHIVE_SHA256[:16]}|{PREPROCESSING}"
+    cache = BottleneckCache(args.bottleneck_dir, identity, inception_v3.BOTTLENECK_SIZE)
+    digest_of, _ = cache.digests([im.path for c in listing.classes for im in c.images])
+    data = {s: load_set(cache, splits, s, digest_of, inception_v3.BOTTLENECK_SIZE) for s in SETS}
+    grid = [
+        dict(optimizer="sgd", learning_rate=0.01),
+        dict(optimizer="sgd", learning_rate=0.01, early_stopping_patience=30),
+        dict(optimizer="momentum", learning_rate=0.01),
+        dict(optimizer="adam", learning_rate=0.001),
+        dict(optimizer="adam", learning_rate=0.001, weight_decay=0.001),
+        dict(optimizer="adam", learning_rate=0.001, dropout=0.5),
+        dict(optimizer="adam", learning_rate=0.001, dropout=0.5, label_smoothing=0.1),
+        dict(optimizer="sgd", learning_rate=0.01, dropout=0.5, label_smoothing=0.1),
+        dict(optimizer="sgd", learning_rate=0.01, weight_decay=0.001),
+        dict(optimizer="momentum", learning_rate=0.01, dropout=0.5, label_smoothing=0.1, weight_decay=0.001),
+    ]
+    print(f"{'options':<75} {'val %':>7} {'test %':>7}")
+    for options in grid:
+        val, test = [], []
+        for seed in range(args.seeds):
+            settings = TrainSettings(steps=4000, seed=seed, eval_step_interval=10, validation_batch_size=-1, **options)
+            layer = train_layer(data["training"], data["validation"], len(splits), settings)
+            val.append((predict(layer, data["validation"].x).argmax(1) == data["validation"].y).mean() * 100)
+            test.append((predict(layer, data["testing"].x).argmax(1) == data["testing"].y).mean() * 100)
+        print(f"{str(options):<75} {np.mean(val):7.1f} {np.mean(test):7.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
