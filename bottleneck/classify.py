@@ -6,6 +6,8 @@ it in batches, so a folder of thousands of photos costs one graph load.
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input_layer", default="Placeholder", help="Name of input layer.")
     p.add_argument("--output_layer", default="final_result", help="Name of output layer.")
     p.add_argument("--top_k", type=int, default=5, help="How many of the best labels to print per image.")
+    p.add_argument("--output_format", choices=("text", "json", "csv"), default="text",
+                   help="text: the classic 'label score' lines; json: one JSON object per line and image; "
+                        "csv: a header and one row per image.")
+    p.add_argument("--evaluate", action="store_true",
+                   help="The images sit in class folders (folder/<class>/...): print accuracy and a confusion "
+                        "matrix against the folder names instead of per-image labels.")
     p.add_argument("--batch_size", type=int, default=32, help="How many images go through the graph at once.")
     return p
 
@@ -152,6 +160,8 @@ def run(args) -> int:
     inputs = list(args.image) + list(args.images)
     if not inputs:
         raise UserError("No image given: pass image files or folders, or --image PATH.")
+    if args.top_k <= 0 or args.batch_size <= 0:
+        raise UserError("--top_k and --batch_size must be positive.")
     labels = read_labels(args.labels)
     classifier = load_graph(args.graph, args.input_layer, args.output_layer, args.input_height, args.input_width)
     if classifier.num_outputs and classifier.num_outputs != len(labels):
@@ -162,17 +172,90 @@ def run(args) -> int:
     paths = expand_inputs(inputs)
     if not paths:
         raise UserError("No image files found in the given folders.")
-    several = len(paths) > 1
+    truth = true_labels(inputs, paths, labels) if args.evaluate else None
+    top_k = len(labels) if args.evaluate else args.top_k
+    predictions = classify_paths(classifier, labels, paths, top_k, args.input_mean, args.input_std, args.batch_size)
+    if args.evaluate:
+        failed = print_evaluation(predictions, truth, labels)
+    else:
+        failed = write_predictions(predictions, args.output_format, args.top_k, several=len(paths) > 1)
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+def write_predictions(predictions, output_format: str, top_k: int, several: bool) -> int:
+    """Print each prediction as it comes; returns how many images failed."""
     failed = 0
-    for prediction in classify_paths(classifier, labels, paths, args.top_k, args.input_mean, args.input_std,
-                                     args.batch_size):
+    writer = None
+    if output_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        header = ["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")] + ["error"]
+        writer.writerow(header)
+    for prediction in predictions:
+        if prediction.error is not None:
+            failed += 1
+            print(f"label_image.py: error: cannot classify {prediction.path}: {prediction.error}", file=sys.stderr)
+        if output_format == "json":
+            top = [{"label": label, "score": score} for label, score in prediction.top or []]
+            print(json.dumps({"path": str(prediction.path), "predictions": top, "error": prediction.error},
+                             ensure_ascii=False))
+        elif output_format == "csv":
+            cells = [value for pair in (prediction.top or []) for value in (pair[0], f"{pair[1]:.6f}")]
+            cells += [""] * (2 * top_k - len(cells))
+            writer.writerow([str(prediction.path), *cells, prediction.error or ""])
+        elif prediction.error is None:
+            if several:
+                print(prediction.path)
+            for label, score in prediction.top:
+                print(label, score)
+        sys.stdout.flush()
+    return failed
+
+
+def true_labels(inputs: list[str], paths: list[Path], labels: list[str]) -> dict[Path, int]:
+    """The class of each image from its folder: <given folder>/<class folder>/.../image."""
+    from .walk import label_for_folder
+
+    index = {label: i for i, label in enumerate(labels)}
+    roots = [Path(raw) for raw in inputs if Path(raw).is_dir()]
+    truth: dict[Path, int] = {}
+    unknown: set[str] = set()
+    for path in paths:
+        root = next((r for r in roots if r in path.parents), None)
+        if root is None or path.parent == root:
+            raise UserError(f"--evaluate needs images inside class folders, but '{path}' is not in one.")
+        folder = path.relative_to(root).parts[0]
+        label = label_for_folder(folder)
+        if label not in index:
+            unknown.add(folder)
+            continue
+        truth[path] = index[label]
+    if unknown:
+        raise UserError(f"Class folder(s) {', '.join(sorted(unknown))} match no label of the graph.")
+    return truth
+
+
+def print_evaluation(predictions, truth: dict[Path, int], labels: list[str]) -> int:
+    true, predicted, failed = [], [], 0
+    for prediction in predictions:
         if prediction.error is not None:
             failed += 1
             print(f"label_image.py: error: cannot classify {prediction.path}: {prediction.error}", file=sys.stderr)
             continue
-        if several:
-            print(prediction.path)
-        for label, score in prediction.top:
-            print(label, score)
-        sys.stdout.flush()
-    return EXIT_USAGE if failed else EXIT_OK
+        true.append(truth[prediction.path])
+        predicted.append(labels.index(prediction.top[0][0]))
+    if not true:
+        raise UserError("No image could be classified, so there is nothing to evaluate.")
+    true_a, pred_a = np.array(true), np.array(predicted)
+    print(f"Accuracy = {(true_a == pred_a).mean() * 100:.1f}% (N={len(true)})")
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(matrix, (true_a, pred_a), 1)
+    width = max(8, *(len(label) for label in labels))
+    print("Confusion matrix (rows: true class, columns: predicted):")
+    print(" " * width + "".join(f" {label[:width]:>{width}}" for label in labels))
+    for i, label in enumerate(labels):
+        print(f"{label[:width]:<{width}}" + "".join(f" {v:>{width}}" for v in matrix[i]))
+    for i, label in enumerate(labels):
+        support = matrix[i].sum()
+        if support:
+            print(f"{label}: recall {matrix[i, i] / support * 100:.1f}% ({matrix[i, i]}/{support})")
+    return failed

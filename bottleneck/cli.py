@@ -67,6 +67,9 @@ def run_guarded(prog: str, body) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except MemoryError:
         print(f"{prog}: error: ran out of memory.", file=sys.stderr)
         return EXIT_FAILURE

@@ -137,3 +137,19 @@ def test_user_errors_end_with_one_sentence_and_exit_2(tmp_path, setup, message):
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and errors[0].startswith("retrain.py: error: ")
+
+
+def test_output_is_clean_for_cron_and_quiet_is_quiet(tmp_path, tiny_module):
+    """Not a terminal: plain progress lines, no control characters, no TensorFlow start-up noise."""
+    images = make_dataset(tmp_path / "images", 10)
+    args = retrain_args(tmp_path, images, tiny_module, steps=50)
+    loud = _run_cli(*args)
+    assert loud.returncode == 0, loud.stderr
+    assert "\r" not in loud.stderr and "\x1b" not in loud.stderr
+    assert "Bottlenecks: 30/30 (100%)" in loud.stderr and "Training: 50/50 (100%)" in loud.stderr
+    for noise in ("cuda", "absl", "oneDNN", "cpu_feature_guard"):
+        assert noise not in loud.stderr
+    quiet = _run_cli(*args, "--quiet")
+    assert quiet.returncode == 0
+    assert "INFO" not in quiet.stderr and "Training:" not in quiet.stderr
+    assert quiet.stdout.startswith("Test accuracy: ")
