@@ -72,6 +72,7 @@ class RetrainConfig:
     assert_accuracy_at_least: float | None = None
     quiet: bool = False
     report_dir: Path | None = None  # None: <output_graph's folder>/<graph name>_report
+    distorted_copies: int = 5
     optimizer: str = "sgd"
     label_smoothing: float = 0.0
     dropout: float = 0.0
@@ -85,8 +86,10 @@ class RetrainConfig:
         return self.output_graph.with_name(self.output_graph.stem + "_report")
 
     @property
-    def distortions_requested(self) -> bool:
-        return self.flip_left_right or self.random_crop != 0 or self.random_scale != 0 or self.random_brightness != 0
+    def distortion(self):
+        from .distort import Distortion
+
+        return Distortion(self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="A percentage determining how much to randomly scale up the size of the training images by.")
     a("--random_brightness", type=int, default=0,
       help="A percentage determining how much to randomly multiply the training image input pixels up or down by.")
+    a("--distorted_copies", type=int, default=5,
+      help="With any distortion flag: how many distorted versions of each training image to compute "
+           "(once, then cached) and train on.")
     a("--tfhub_module", type=str, default=None,
       help="Which image module to use: 'inception_v3' (built in, default: Google's 2015-12-05 Inception-v3, "
            "works offline), a TensorFlow Hub handle or URL of an image feature-vector module, or a local "
@@ -144,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--checkpoint_path", type=str, default="/tmp/_retrain_checkpoint",
       help="Where to save the trained new layer's checkpoint.")
     a("--random_seed", type=int, default=None,
-      help="Seed for the weights, batch sampling and distortions, so that a run can be reproduced exactly.")
+      help="Seed for the weights and batch sampling, so that a run can be reproduced exactly "
+           "(distorted copies are a fixed function of each image already).")
     a("--extraction_batch_size", type=int, default=32,
       help="How many images go through the network at once when computing bottlenecks.")
     a("--strict", default=False, action="store_true",
@@ -192,6 +199,8 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
             raise UserError(f"--{name} must be between 0 and 100, got {getattr(args, name)}.")
     if args.testing_percentage + args.validation_percentage >= 100:
         raise UserError("--testing_percentage plus --validation_percentage leaves no images for training.")
+    if args.distorted_copies <= 0:
+        raise UserError("--distorted_copies must be at least 1.")
     for name in ("random_crop", "random_scale", "random_brightness"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} is a percentage and cannot be negative.")
@@ -229,6 +238,7 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         random_crop=args.random_crop,
         random_scale=args.random_scale,
         random_brightness=args.random_brightness,
+        distorted_copies=args.distorted_copies,
         tfhub_module=module or BUILTIN_MODULE,
         saved_model_dir=Path(args.saved_model_dir) if args.saved_model_dir else None,
         logging_verbosity=args.logging_verbosity,

@@ -24,6 +24,7 @@ class Skipped:
 class Job:
     entry: Entry
     path: Path
+    copy: int | None = None  # a distorted copy's number; None for the image itself
 
 
 def compiled_features(module: FeatureModule):
@@ -44,6 +45,7 @@ def compute_missing(
     batch_size: int = 32,
     progress=None,
     features=None,
+    distortion=None,
 ) -> list[Skipped]:
     """Run every job's image through the module and store the vectors; returns the images skipped.
 
@@ -60,6 +62,8 @@ def compute_missing(
 
     def decode(job: Job):
         try:
+            if job.copy is not None:
+                return distortion.load(job.path, job.entry.digest, job.copy, module.height, module.width)
             return load_for_model(job.path, module.height, module.width)
         except BadImage as exc:
             return exc

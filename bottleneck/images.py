@@ -93,6 +93,11 @@ def load_for_model(path_or_bytes, height: int, width: int) -> np.ndarray:
     return pixels / np.float32(255.0)
 
 
+def load_rgb_array(path_or_bytes, min_height: int, min_width: int) -> np.ndarray:
+    """uint8 [H, W, 3] RGB at full size, or at a reduced JPEG decode scale that stays >= the minimum."""
+    return np.asarray(_open(path_or_bytes, draft_size=(min_width, min_height)), dtype=np.uint8)
+
+
 def resize_bilinear_legacy(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """NumPy twin of tf.compat.v1.image.resize_bilinear(align_corners=False, half_pixel_centers=False)."""
 

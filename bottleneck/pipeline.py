@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import BottleneckCache, Entry, import_classic_text
+from .cache import PLAIN, BottleneckCache, Entry, import_classic_text
 from .config import RetrainConfig
 from .errors import EXIT_FAILURE, EXIT_OK, UserError
 from .extract import Job, Skipped, compute_missing
@@ -78,7 +78,9 @@ def retrain(config: RetrainConfig) -> RunResult:
         for split in splits:
             for set_name in SETS:
                 setattr(split, set_name, [im for im in split.of(set_name) if im.path not in skipped_paths])
-        data = {s: load_set(cache, splits, s, digest_of, module.bottleneck_size) for s in SETS}
+        copies = config.distorted_copies if config.distortion.active else 0
+        data = {s: load_set(cache, splits, s, digest_of, module.bottleneck_size,
+                            config.distortion if s == "training" and copies else None, copies) for s in SETS}
     finally:
         cache.close()
     if skipped:
@@ -202,13 +204,25 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
             log.info("Imported %d bottlenecks from the classic script's text files.", imported)
             present = cache.present([Entry(d) for d in first_path])
     jobs = [Job(Entry(d), image.path) for d, (image, _f) in first_path.items() if Entry(d) not in present]
-    reused = len(classes_of) - len(first_path)
-    log.info("%d bottlenecks cached, %d imported, %d to compute.", reused, imported, len(jobs))
+    log.info("%d bottlenecks cached, %d imported, %d to compute.", len(classes_of) - len(first_path), imported, len(jobs))
+    distortion = config.distortion
+    if distortion.active:
+        # Distorted copies of training images only: validation and test images are never distorted.
+        training = {digest_of[im.path]: im.path for sp in splits for im in sp.training if im.path in digest_of}
+        wanted = [(Entry(d, distortion.variant(c)), path, c) for d, path in training.items()
+                  for c in range(config.distorted_copies)]
+        have = cache.present([e for e, _p, _c in wanted])
+        copy_jobs = [Job(e, path, c) for e, path, c in wanted if e not in have]
+        log.info("%d distorted copies cached, %d to compute (%d per training image).",
+                 len(wanted) - len(copy_jobs), len(copy_jobs), config.distorted_copies)
+        jobs += copy_jobs
     if jobs:
         t = time.perf_counter()
         with Progress(len(jobs), "Bottlenecks", enabled=not config.quiet) as bar:
-            bad = compute_missing(module, jobs, cache, config.extraction_batch_size, bar.update)
+            bad = compute_missing(module, jobs, cache, config.extraction_batch_size, bar.update,
+                                  distortion=distortion)
         log.info("%d bottlenecks created (%.1f images/s).", len(jobs) - len(bad), len(jobs) / (time.perf_counter() - t))
+        bad = list({s.path: s for s in bad}.values())  # a failed distorted copy means its image failed
         for s in bad:
             log.warning("Skipping %s: %s", s.path, s.reason)
         # Every file with the same bad content is skipped too, not only the one that was decoded.
@@ -217,15 +231,19 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
     return digest_of, skipped
 
 
-def load_set(cache: BottleneckCache, splits: list[ClassSplit], set_name: str, digest_of, dim: int) -> SplitData:
-    images, ys = [], []
+def load_set(cache: BottleneckCache, splits: list[ClassSplit], set_name: str, digest_of, dim: int,
+             distortion=None, copies: int = 0) -> SplitData:
+    """The bottlenecks of one set; with a distortion, one row per distorted copy of each image."""
+    entries, ys, names = [], [], []
     for index, split in enumerate(splits):
         for image in split.of(set_name):
-            images.append(image)
-            ys.append(index)
-    dtype = np.float16 if len(images) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32
-    x = cache.matrix([Entry(digest_of[im.path]) for im in images], dtype=dtype)
-    return SplitData(x=x, y=np.asarray(ys, dtype=np.int32), names=[str(im.path) for im in images])
+            digest = digest_of[image.path]
+            variants = [distortion.variant(c) for c in range(copies)] if distortion else [PLAIN]
+            entries += [Entry(digest, v) for v in variants]
+            ys += [index] * len(variants)
+            names += [str(image.path)] * len(variants)
+    dtype = np.float16 if len(entries) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32
+    return SplitData(x=cache.matrix(entries, dtype=dtype), y=np.asarray(ys, dtype=np.int32), names=names)
 
 
 def export_all(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, labels: list[str]) -> None:
