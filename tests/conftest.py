@@ -111,3 +111,15 @@ def inception_model_dir() -> Path:
 
         ensure_weights(model_dir)
     return model_dir
+
+
+def import_frozen_graph(path: Path):
+    """A tf.Graph holding the frozen GraphDef at ``path``, imported the way classic users did."""
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(Path(path).read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    return graph

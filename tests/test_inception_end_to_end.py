@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, import_frozen_graph
 from golden_inputs import golden_images
 
 pytestmark = pytest.mark.inception
@@ -58,11 +58,7 @@ def test_frozen_graph_holds_the_whole_network(trained):
     import tensorflow as tf
 
     out, _ = trained
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString((out / "graph.pb").read_bytes())
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(graph_def, name="")
+    graph = import_frozen_graph(out / "graph.pb")
     assert graph.get_tensor_by_name("Placeholder:0").shape.as_list() == [None, 299, 299, 3]
     images = golden_images().astype(np.float32) / 255.0
     with tf.compat.v1.Session(graph=graph) as session:

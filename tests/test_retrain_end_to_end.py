@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bottleneck.cli import label_image_main, retrain_main
-from conftest import ROOT, TINY_SIZE, make_dataset, retrain_args, write_photo
+from conftest import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, write_photo
 
 
 @pytest.fixture
@@ -39,11 +39,7 @@ def test_frozen_graph_classifies_through_a_plain_session(trained):
     import tensorflow as tf
 
     out, _ = trained
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString((out / "graph.pb").read_bytes())
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(graph_def, name="")
+    graph = import_frozen_graph(out / "graph.pb")
     placeholder = graph.get_tensor_by_name("Placeholder:0")
     assert placeholder.dtype == tf.float32 and placeholder.shape.as_list() == [None, TINY_SIZE, TINY_SIZE, 3]
     assert graph.get_tensor_by_name("bottleneck:0").shape.as_list() == [None, 24]
