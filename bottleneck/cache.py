@@ -54,6 +54,11 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 
+def _path_key(path) -> str:
+    """The absolute path as SQLite text; bytes that are not UTF-8 are written as \\xNN escapes."""
+    return os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")
+
+
 def encode_vector(vector: np.ndarray) -> tuple[int, int, bytes]:
     data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
     return len(vector), zlib.crc32(data), data
@@ -117,7 +122,7 @@ class BottleneckCache:
             known[path] = (size, mtime, digest)
         digests, errors, fresh = {}, {}, []
         for path in paths:
-            key = os.path.abspath(path)
+            key = _path_key(path)
             try:
                 st = os.stat(path)
                 hit = known.get(key)

@@ -1,5 +1,10 @@
 """Classify images with a frozen graph written by retrain.py (the engine of label_image.py).
 
+A ``--graph`` ending in ``.tflite`` is run with the TensorFlow Lite interpreter
+instead (see tflite.py): its input size comes from the model, int8 models get
+their input quantized and their scores dequantized, and its embedded labels are
+used when no ``--labels`` is given.
+
 The graph is loaded once, images are decoded on a thread pool and run through
 it in batches, so a folder of thousands of photos costs one graph load.
 """
@@ -20,6 +25,7 @@ from .errors import EXIT_OK, EXIT_USAGE, UserError
 from .images import BadImage, is_candidate, load_for_model
 
 DEFAULT_SIZE = 299
+DEFAULT_LABELS = "/tmp/output_labels.txt"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="*", help="Image files or folders (walked recursively).")
     p.add_argument("--image", action="append", default=[], help="Image to be processed (may be repeated).")
-    p.add_argument("--graph", default="/tmp/output_graph.pb", help="Graph/model to be executed.")
-    p.add_argument("--labels", default="/tmp/output_labels.txt", help="Name of file containing labels.")
+    p.add_argument("--graph", default="/tmp/output_graph.pb",
+                   help="Graph/model to be executed: a frozen graph (.pb) or a TensorFlow Lite model (.tflite).")
+    p.add_argument("--labels", default=None,
+                   help=f"Name of file containing labels (default: {DEFAULT_LABELS}, or the labels embedded "
+                        "in a .tflite model).")
     p.add_argument("--input_height", type=int, default=None, help="Input height (default: the graph's own).")
     p.add_argument("--input_width", type=int, default=None, help="Input width (default: the graph's own).")
     p.add_argument("--input_mean", type=float, default=0, help="Input mean, subtracted from 0..255 pixels.")
@@ -68,13 +77,21 @@ def load_graph(path, input_layer="Placeholder", output_layer="final_result", hei
     import tensorflow as tf
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"--graph '{path}' is a folder; pass the frozen graph file (.pb) that retrain.py wrote (--output_graph)."
+        )
     if not path.is_file():
         raise UserError(f"Graph file '{path}' not found; run retrain.py first or pass --graph.")
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(path.read_bytes())
+    except OSError as exc:
+        raise UserError(f"Graph file '{path}' cannot be read ({exc.strerror or exc}).") from None
     except Exception:
         raise UserError(f"'{path}' is not a TensorFlow GraphDef (.pb) file.") from None
+    if not graph_def.node:  # an empty file parses as an empty graph
+        raise UserError(f"'{path}' is not a TensorFlow GraphDef (.pb) file (it holds no graph).")
     nodes = {node.name: node for node in graph_def.node}
     for name, flag in ((input_layer, "--input_layer"), (output_layer, "--output_layer")):
         if name not in nodes:
@@ -92,7 +109,8 @@ def load_graph(path, input_layer="Placeholder", output_layer="final_result", hei
             wrapped.graph.as_graph_element(f"{input_layer}:0"), wrapped.graph.as_graph_element(f"{output_layer}:0")
         )
     except (ValueError, tf.errors.OpError) as exc:
-        raise UserError(f"The graph '{path}' cannot be loaded: {str(exc).splitlines()[0]}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise UserError(f"The graph '{path}' cannot be loaded: {first}.") from None
     num_outputs = fn.outputs[0].shape[-1]
     return Classifier(fn, height or graph_h or DEFAULT_SIZE, width or graph_w or DEFAULT_SIZE, int(num_outputs or 0))
 
@@ -103,8 +121,14 @@ def read_labels(path) -> list[str]:
         return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
     except FileNotFoundError:
         raise UserError(f"Labels file '{path}' not found; pass the --output_labels file of retrain.py.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"Labels file '{path}' cannot be read: {exc}.") from None
+    except IsADirectoryError:
+        raise UserError(f"Labels file '{path}' is a folder; pass the --output_labels file of retrain.py.") from None
+    except OSError as exc:
+        raise UserError(f"Labels file '{path}' cannot be read ({exc.strerror or exc}).") from None
+    except UnicodeDecodeError:
+        raise UserError(
+            f"Labels file '{path}' cannot be read: it is not UTF-8 text (one label per line, as retrain.py writes)."
+        ) from None
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
@@ -162,11 +186,19 @@ def run(args) -> int:
         raise UserError("No image given: pass image files or folders, or --image PATH.")
     if args.top_k <= 0 or args.batch_size <= 0:
         raise UserError("--top_k and --batch_size must be positive.")
-    labels = read_labels(args.labels)
-    classifier = load_graph(args.graph, args.input_layer, args.output_layer, args.input_height, args.input_width)
+    if str(args.graph).lower().endswith(".tflite"):
+        from .tflite import load_tflite
+
+        classifier = load_tflite(args.graph, args.input_height, args.input_width)
+        labels_path = args.labels or (None if classifier.labels else DEFAULT_LABELS)
+        labels = read_labels(labels_path) if labels_path else classifier.labels
+    else:
+        labels_path = args.labels or DEFAULT_LABELS
+        labels = read_labels(labels_path)
+        classifier = load_graph(args.graph, args.input_layer, args.output_layer, args.input_height, args.input_width)
     if classifier.num_outputs and classifier.num_outputs != len(labels):
         raise UserError(
-            f"The labels file '{args.labels}' has {len(labels)} labels but the graph '{args.graph}' "
+            f"The labels file '{labels_path}' has {len(labels)} labels but the graph '{args.graph}' "
             f"outputs {classifier.num_outputs} scores; use the labels written with this graph."
         )
     paths = expand_inputs(inputs)

@@ -93,6 +93,10 @@ def retrain_main(argv) -> int:
 
 
 def label_image_main(argv) -> int:
+    import contextlib
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     from .classify import build_parser, run
 
     args = build_parser().parse_args(argv)

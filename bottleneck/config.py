@@ -78,6 +78,8 @@ class RetrainConfig:
     dropout: float = 0.0
     weight_decay: float = 0.0
     early_stopping_patience: int = 0
+    tflite_output: Path | None = None
+    tflite_quantize: str = "none"
 
     @property
     def resolved_report_dir(self) -> Path:
@@ -172,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
            "step's weights (0: off).")
     a("--preset", choices=sorted(PRESETS), default=None,
       help="A measured combination of the options above; flags given explicitly still win.")
+    a("--tflite_output", type=str, default="",
+      help="Also write the whole classifier as a TensorFlow Lite model to this file (float images [N, H, W, 3] "
+           "in [0, 1] -> softmax scores; the labels are embedded). Empty: no TFLite model.")
+    a("--tflite_quantize", choices=("none", "float16", "dynamic", "int8"), default="none",
+      help="How the TFLite model is quantized: none (float32), float16 weights, dynamic-range int8 weights, or "
+           "int8 weights and activations calibrated on up to 100 training images (int8 input and output).")
     return p
 
 
@@ -216,38 +224,14 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         raise UserError(f"--learning_rate must be positive, got {options['learning_rate']}.")
     if options["weight_decay"] < 0 or options["early_stopping_patience"] < 0:
         raise UserError("--weight_decay and --early_stopping_patience cannot be negative.")
-    return RetrainConfig(
-        **options,
-        image_dir=Path(args.image_dir),
-        output_graph=Path(args.output_graph),
-        output_labels=Path(args.output_labels),
-        intermediate_output_graphs_dir=Path(args.intermediate_output_graphs_dir),
-        intermediate_store_frequency=args.intermediate_store_frequency,
-        summaries_dir=Path(args.summaries_dir),
-        how_many_training_steps=args.how_many_training_steps,
-        testing_percentage=args.testing_percentage,
-        validation_percentage=args.validation_percentage,
-        eval_step_interval=args.eval_step_interval,
-        train_batch_size=args.train_batch_size,
-        test_batch_size=args.test_batch_size,
-        validation_batch_size=args.validation_batch_size,
-        print_misclassified_test_images=args.print_misclassified_test_images,
-        bottleneck_dir=Path(args.bottleneck_dir),
-        final_tensor_name=args.final_tensor_name,
-        flip_left_right=args.flip_left_right,
-        random_crop=args.random_crop,
-        random_scale=args.random_scale,
-        random_brightness=args.random_brightness,
-        distorted_copies=args.distorted_copies,
-        tfhub_module=module or BUILTIN_MODULE,
-        saved_model_dir=Path(args.saved_model_dir) if args.saved_model_dir else None,
-        logging_verbosity=args.logging_verbosity,
-        checkpoint_path=Path(args.checkpoint_path),
-        model_dir=Path(args.model_dir),
-        random_seed=args.random_seed,
-        extraction_batch_size=args.extraction_batch_size,
-        strict=args.strict,
-        assert_accuracy_at_least=args.assert_accuracy_at_least,
-        quiet=args.quiet,
-        report_dir=Path(args.report_dir) if args.report_dir else None,
-    )
+    if args.tflite_quantize != "none" and not args.tflite_output:
+        raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")
+    values = {"tfhub_module": module or BUILTIN_MODULE, **options}
+    for field in dataclasses.fields(RetrainConfig):
+        if field.name in values:
+            continue
+        value = getattr(args, field.name)
+        if "Path" in field.type:  # path flags; an empty optional path means "not asked for"
+            value = Path(value) if value else None
+        values[field.name] = value
+    return RetrainConfig(**values)

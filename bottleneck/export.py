@@ -1,5 +1,8 @@
 """Write what a run produces: the frozen graph, the labels file, the SavedModel, the checkpoint.
 
+(The TFLite model is written by ``tflite.py``.)  The SavedModel's serving signatures are
+described in ``write_saved_model``.
+
 The frozen graph keeps the classic contract: input ``Placeholder`` (float32
 [None, H, W, 3], values in [0, 1], already resized), the bottleneck vector as
 ``bottleneck`` and the softmax as ``<final_tensor_name>``, so the classic
@@ -14,11 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_bytes_atomic, write_text_atomic
+from .atomic import defer, write_bytes_atomic, write_text_atomic
+from .errors import UserError
 from .modules import FeatureModule
 
 INPUT_NAME = "Placeholder"
 BOTTLENECK_NAME = "bottleneck"
+# The SavedModel's signatures: encoded image bytes (TensorFlow Serving's default) and decoded pixels.
+SERVING_BYTES = "serving_default"
+SERVING_IMAGES = "serving_images"
 
 
 def classifier_fn(module: FeatureModule, weights, biases, final_tensor_name: str):
@@ -65,37 +72,140 @@ def write_labels(path, labels: list[str]) -> None:
 
 
 def write_saved_model(directory, module: FeatureModule, weights, biases, labels: list[str], final_tensor_name) -> None:
-    """A SavedModel with a serving signature: float images in [0, 1] -> scores and labels.
+    """A SavedModel of the whole classifier, with two serving signatures.
 
-    It is built in a temporary sibling folder and swapped in, so a failed
-    export leaves the previous SavedModel intact.
+    ``serving_default`` (TensorFlow Serving's default) takes encoded images:
+      input  ``image_bytes``: tf.string [N], each a JPEG, PNG, GIF or BMP file's bytes
+             (over TF Serving's REST API send ``{"image_bytes": {"b64": "..."}}``).
+      Decoding happens in the graph and reproduces ``images.load_for_model``: JPEGs are
+      decoded like PIL (accurate integer DCT, libjpeg's 1/2, 1/4 or 1/8 draft scale when
+      the photo is that many times larger than the model input), PNG transparency is
+      composited onto white, and the pixels are resized with TensorFlow's legacy bilinear
+      resize (no half-pixel centres) to the module's size, then scaled to [0, 1].  Unlike
+      label_image.py it ignores EXIF orientation: send upright pixels.  GIFs give their first
+      frame; a file that cannot be decoded fails the whole call (InvalidArgumentError).
+    ``serving_images`` takes decoded pixels:
+      input  ``images``: float32 [N, H, W, 3], RGB in [0, 1], already resized to the module size.
+    Both return ``scores`` (float32 [N, classes], softmax), ``classes`` (int64 [N], index of the
+    best score) and ``labels`` (tf.string [N], that class's label).
+
+    The final layer stays two variables (``final_weights``, ``final_biases``).  The
+    SavedModel is built in a temporary sibling folder and swapped in whole (at the end
+    of an ``atomic.all_or_nothing()`` block when inside one), so a failed export leaves
+    the previous SavedModel intact.  An existing folder that is not empty and holds no
+    SavedModel is refused rather than replaced.
     """
     import tensorflow as tf
 
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    check_saved_model_dir(directory)
+    height, width = module.height, module.width
     model = tf.Module()
-    model.weights_ = tf.Variable(weights, name="final_weights")
-    model.biases_ = tf.Variable(biases, name="final_biases")
+    owner = getattr(module.features, "_owner", None)
+    if owner is not None:  # a loaded SavedModel / TF-Hub module: its variables must be tracked to be saved
+        model.feature_module = owner
+    model.final_weights = tf.Variable(weights, name="final_weights")
+    model.final_biases = tf.Variable(biases, name="final_biases")
     model.labels_ = tf.constant(labels)
-    classify = classifier_fn(module, model.weights_, model.biases_, final_tensor_name)
+    # One tf.function shared by both signatures: the network is stored once in the SavedModel.
+    classify = tf.function(classifier_fn(module, model.final_weights, model.final_biases, final_tensor_name))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, module.height, module.width, 3], tf.float32, name="images")])
-    def serve(images):
+    def outputs(images):
         scores = classify(images)
-        return {"scores": scores, "labels": tf.gather(model.labels_, tf.argmax(scores, axis=1))}
+        classes = tf.argmax(scores, axis=1)
+        return {"scores": scores, "classes": classes, "labels": tf.gather(model.labels_, classes)}
 
-    model.serve = serve
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(image_bytes):
+        images = tf.map_fn(
+            lambda data: decode_for_model(data, height, width), image_bytes,
+            fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
+        )
+        return outputs(images)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="images")])
+    def serve_images(images):
+        return outputs(images)
+
+    model.serve_bytes, model.serve_images = serve_bytes, serve_images
+    directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        tf.saved_model.save(model, str(tmp / "model"), signatures={"serving_default": serve})
-        old = None
-        if directory.exists():
-            old = tmp / "previous"
-            directory.rename(old)
-        (tmp / "model").rename(directory)
-    finally:
+        tf.saved_model.save(model, str(tmp / "model"),
+                            signatures={SERVING_BYTES: serve_bytes, SERVING_IMAGES: serve_images})
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    def commit():
+        try:
+            check_saved_model_dir(directory)  # again: the swap may have waited for the end of a block
+            previous = None
+            if directory.exists():
+                previous = tmp / "previous"
+                directory.rename(previous)
+            try:
+                (tmp / "model").rename(directory)
+            except OSError:
+                if previous is not None:
+                    previous.rename(directory)
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    defer(commit, lambda: shutil.rmtree(tmp, ignore_errors=True))
+
+
+def check_saved_model_dir(directory) -> None:
+    """Raise UserError unless ``directory`` may be replaced whole: absent, empty, or a SavedModel."""
+    directory = Path(directory)
+    if directory.is_dir() and not (directory / "saved_model.pb").is_file() and any(directory.iterdir()):
+        raise UserError(
+            f"--saved_model_dir '{directory}' is a folder that holds no SavedModel; it would be replaced whole, "
+            "so name a new or empty folder (or a previous SavedModel)."
+        )
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"--saved_model_dir '{directory}' is a file, not a folder.")
+
+
+def decode_for_model(data, height: int, width: int):
+    """In-graph twin of images.load_for_model: one encoded image (a scalar tf.string) -> float32 [height, width, 3].
+
+    The test suite checks that the pixels are identical to load_for_model's for JPEG (draft scales
+    included), PNG (grey, palette, alpha) and GIF files.
+    """
+    import tensorflow as tf
+
+    def jpeg():
+        # PIL's draft(): the largest libjpeg scale 1/s (s in 8, 4, 2, 1) that keeps both sides >= the target.
+        shape = tf.io.extract_jpeg_shape(data)
+        scale = tf.minimum(shape[1] // width, shape[0] // height)
+        branch = tf.reduce_sum(tf.cast(scale >= tf.constant([2, 4, 8], dtype=scale.dtype), tf.int32))
+        decoders = [
+            lambda ratio=ratio: tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
+            for ratio in (1, 2, 4, 8)
+        ]
+        return tf.cast(tf.switch_case(branch, decoders), tf.float32)
+
+    def other():
+        pixels = tf.cast(tf.io.decode_image(data, channels=0, expand_animations=False), tf.float32)
+        channels = tf.shape(pixels)[2]
+        is_png = tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n")
+        pixels = tf.cond(
+            is_png & ((channels == 2) | (channels == 4)),
+            # Transparency onto white, rounded as PIL's alpha_composite rounds.
+            lambda: tf.round(255.0 + (pixels[..., :-1] - 255.0) * pixels[..., -1:] / 255.0),
+            lambda: pixels,
+        )
+        return tf.cond(tf.shape(pixels)[2] == 1, lambda: tf.tile(pixels, [1, 1, 3]), lambda: pixels[..., :3])
+
+    pixels = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    pixels = tf.ensure_shape(pixels, [None, None, 3])
+    # The op behind tf.compat.v1.image.resize_bilinear(align_corners=False), without its deprecation warning.
+    resized = tf.raw_ops.ResizeBilinear(
+        images=pixels[tf.newaxis], size=[height, width], align_corners=False, half_pixel_centers=False
+    )[0]
+    return resized / 255.0
 
 
 def write_checkpoint(path, weights, biases) -> None:

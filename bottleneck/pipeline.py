@@ -75,9 +75,16 @@ def retrain(config: RetrainConfig) -> RunResult:
         digest_of, skipped = ensure_bottlenecks(config, module, cache, listing.classes, splits)
         timings["bottlenecks"] = time.perf_counter() - t
         skipped_paths = {s.path for s in skipped}
-        for split in splits:
-            for set_name in SETS:
-                setattr(split, set_name, [im for im in split.of(set_name) if im.path not in skipped_paths])
+        if skipped_paths:
+            from .walk import ImageClass
+            splits = []
+            for c in listing.classes:
+                readable = [im for im in c.images if im.path not in skipped_paths]
+                split, note = split_class(ImageClass(c.label, c.folder, readable),
+                                          config.validation_percentage, config.testing_percentage)
+                if note:
+                    log.warning(note)
+                splits.append(split)
         copies = config.distorted_copies if config.distortion.active else 0
         data = {s: load_set(cache, splits, s, digest_of, module.bottleneck_size,
                             config.distortion if s == "training" and copies else None, copies) for s in SETS}
@@ -159,7 +166,7 @@ def retrain(config: RetrainConfig) -> RunResult:
         )
 
     t = time.perf_counter()
-    export_all(config, module, layer, labels)
+    export_all(config, module, layer, labels, [im.path for sp in splits for im in sp.training])
     timings["export"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     summary = write_report(
@@ -223,11 +230,11 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
                                   distortion=distortion)
         log.info("%d bottlenecks created (%.1f images/s).", len(jobs) - len(bad), len(jobs) / (time.perf_counter() - t))
         bad = list({s.path: s for s in bad}.values())  # a failed distorted copy means its image failed
-        for s in bad:
-            log.warning("Skipping %s: %s", s.path, s.reason)
         # Every file with the same bad content is skipped too, not only the one that was decoded.
         reason_of = {digest_of[s.path]: s.reason for s in bad}
         skipped += [Skipped(im.path, reason_of[d]) for im, _f, d in readable if d in reason_of]
+    for s in skipped:
+        log.warning("Skipping %s: %s", s.path, s.reason)
     return digest_of, skipped
 
 
@@ -246,20 +253,34 @@ def load_set(cache: BottleneckCache, splits: list[ClassSplit], set_name: str, di
     return SplitData(x=cache.matrix(entries, dtype=dtype), y=np.asarray(ys, dtype=np.int32), names=names)
 
 
-def export_all(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, labels: list[str]) -> None:
+def export_all(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, labels: list[str],
+               training_paths=()) -> None:
+    """Write every output; ``training_paths`` are the images an int8 TFLite model is calibrated on."""
     from . import export
 
+    if config.saved_model_dir:  # refuse a folder that is not ours before any output is replaced
+        export.check_saved_model_dir(config.saved_model_dir)
+    from .atomic import all_or_nothing
+
     try:
-        export.write_frozen_graph(config.output_graph, module, layer.weights, layer.biases, config.final_tensor_name)
-        log.info("Saved the trained graph to %s", config.output_graph)
-        export.write_labels(config.output_labels, labels)
-        log.info("Saved the labels to %s", config.output_labels)
-        if config.saved_model_dir:
-            export.write_saved_model(
-                config.saved_model_dir, module, layer.weights, layer.biases, labels, config.final_tensor_name
-            )
-            log.info("Saved the SavedModel to %s", config.saved_model_dir)
-        export.write_checkpoint(config.checkpoint_path, layer.weights, layer.biases)
+        with all_or_nothing():
+            export.write_frozen_graph(config.output_graph, module, layer.weights, layer.biases, config.final_tensor_name)
+            log.info("Saved the trained graph to %s", config.output_graph)
+            export.write_labels(config.output_labels, labels)
+            log.info("Saved the labels to %s", config.output_labels)
+            if config.saved_model_dir:
+                export.write_saved_model(
+                    config.saved_model_dir, module, layer.weights, layer.biases, labels, config.final_tensor_name
+                )
+                log.info("Saved the SavedModel to %s", config.saved_model_dir)
+            if config.tflite_output:
+                from .tflite import write_tflite
+
+                size = write_tflite(config.tflite_output, module, layer.weights, layer.biases, labels,
+                                    config.tflite_quantize, training_paths, config.final_tensor_name)
+                log.info("Saved the TFLite model (%s, %.1f MB) to %s", config.tflite_quantize, size / 1e6,
+                         config.tflite_output)
+            export.write_checkpoint(config.checkpoint_path, layer.weights, layer.biases)
     except OSError as exc:
         raise UserError(f"Could not write the outputs: {exc.strerror or exc} ({exc.filename}).", exit_code=1) from None
 
@@ -270,7 +291,7 @@ def _intermediate_saver(config: RetrainConfig, module: FeatureModule, labels: li
     def save(step, weights, biases):
         if step > 0 and step % config.intermediate_store_frequency == 0:
             path = config.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
-            export.write_frozen_graph(path, module, weights.numpy(), biases.numpy(), config.final_tensor_name)
+            export.write_frozen_graph(path, module, weights.copy(), biases.copy(), config.final_tensor_name)
             export.write_labels(config.output_labels, labels)
             log.info("Save intermediate result to : %s", path)
 

@@ -32,7 +32,8 @@ class ClassSplit:
 def percentage_hash(name: str) -> float:
     """Where a file name falls in [0, 100], stable across runs, machines and Python versions."""
     hash_name = _NOHASH.sub("", name)
-    digest = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    # surrogateescape: a file name that is not valid UTF-8 (an old Latin-1 archive, say) hashes as its raw bytes.
+    digest = hashlib.sha1(hash_name.encode("utf-8", "surrogateescape")).hexdigest()
     return (int(digest, 16) % (_MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / _MAX_NUM_IMAGES_PER_CLASS)
 
 

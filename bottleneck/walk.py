@@ -4,11 +4,15 @@ Rules (also in the README):
 - every non-hidden sub-folder of --image_dir is a class; its label is the folder
   name lower-cased with each run of characters other than letters and digits
   (of any script) turned into one space, as the classic script did for ASCII;
-- images are found anywhere below the class folder, nested folders included;
+- images are found anywhere below the class folder, nested folders included:
+  a sub-folder of a class folder is never a class of its own;
 - which files count as images is decided by extension (images.is_candidate);
   whether they really are images is decided later, by their content;
 - hidden files and folders and macOS ``._*`` files are ignored; symbolic links
-  are followed, but a folder is never visited twice, so link loops end.
+  are followed, but a folder is never visited twice, so link loops end, and a
+  file reached twice within one class (a link to a sibling) counts once;
+- a folder or file name that is not valid UTF-8 is accepted: the bytes that do
+  not decode count as separators in the label, and the raw bytes are hashed.
 """
 from __future__ import annotations
 
@@ -45,6 +49,8 @@ class Listing:
 
 
 def label_for_folder(folder_name: str) -> str:
+    # A name that is not valid UTF-8 arrives with surrogate escapes; its undecodable bytes become separators.
+    folder_name = folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return _NOT_LETTER_OR_DIGIT.sub(" ", folder_name.lower())
 
 
@@ -97,7 +103,7 @@ def list_images(image_dir) -> Listing:
 
 
 def _images_below(folder: Path) -> tuple[list[ImageFile], int]:
-    images: list[ImageFile] = []
+    found: dict[str, tuple[int, ImageFile, bool]] = {}  # real path -> (walk order, image, reached by a file link)
     ignored = 0
     visited: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -115,5 +121,13 @@ def _images_below(folder: Path) -> tuple[list[ImageFile], int]:
                 continue
             if not path.is_file():  # a dangling link
                 continue
-            images.append(ImageFile(path=path, name=path.relative_to(folder).as_posix()))
+            image = ImageFile(path=path, name=path.relative_to(folder).as_posix())
+            is_link = path.is_symlink()
+            real_file = os.path.realpath(path)
+            kept = found.get(real_file)
+            # One file reached twice in a class (a link to a sibling) counts once, under its own name rather
+            # than the link's, so that adding such a link changes nothing.
+            if kept is None or (kept[2] and not is_link):
+                found[real_file] = (len(found) if kept is None else kept[0], image, is_link)
+    images = [image for _order, image, _link in sorted(found.values(), key=lambda t: t[0])]
     return images, ignored
