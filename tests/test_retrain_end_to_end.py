@@ -149,3 +149,26 @@ def test_output_is_clean_for_cron_and_quiet_is_quiet(tmp_path, tiny_module):
     assert quiet.returncode == 0
     assert "INFO" not in quiet.stderr and "Training:" not in quiet.stderr
     assert quiet.stdout.startswith("Test accuracy: ")
+
+
+def test_tensorboard_gets_the_classic_scalars_histograms_and_settings(tmp_path, tiny_module):
+    import tensorflow as tf
+
+    images = make_dataset(tmp_path / "images", 10)
+    assert retrain_main(retrain_args(tmp_path, images, tiny_module, "--eval_step_interval=10", steps=50)) == 0
+    logs = tmp_path / "out" / "logs"
+
+    def tags(folder):
+        found = {}
+        for event_file in (logs / folder).glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+                for value in event.summary.value:
+                    found.setdefault(value.tag, []).append(event.step)
+        return found
+
+    train, validation = tags("train"), tags("validation")
+    assert sorted(train["accuracy"]) == sorted(train["cross_entropy"]) == [0, 10, 20, 30, 40, 49]
+    assert sorted(validation["accuracy"]) == [0, 10, 20, 30, 40, 49]
+    for name in ("weights", "biases", "pre_activations"):
+        assert f"final_training_ops/{name}" in train
+    assert "settings" in train
