@@ -172,3 +172,30 @@ def test_tensorboard_gets_the_classic_scalars_histograms_and_settings(tmp_path, 
     for name in ("weights", "biases", "pre_activations"):
         assert f"final_training_ops/{name}" in train
     assert "settings" in train
+
+
+def test_report_holds_the_same_numbers_as_the_log(trained):
+    import json
+
+    out, log = trained
+    summary = json.loads((out / "graph_report" / "summary.json").read_text())
+    logged = float(re.search(r"Final test accuracy = ([\d.]+)% \(N=(\d+)\)", log).group(1))
+    count = int(re.search(r"Final test accuracy = [\d.]+% \(N=(\d+)\)", log).group(1))
+    assert round(summary["accuracy"]["test"] * 100, 1) == logged
+    assert summary["accuracy"]["test_count"] == count
+    last_validation = float(re.findall(r"Step 199: Validation accuracy = ([\d.]+)%", log)[-1])
+    assert round(summary["accuracy"]["validation"] * 100, 1) == last_validation
+    assert summary["labels"] == ["blue", "green", "red"]
+    assert sum(c["total"] for c in summary["counts"]["per_class"].values()) == 90
+    for name in ("training_curves.png", "confusion_matrix.png"):
+        assert (out / "graph_report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_intermediate_graphs_are_stored_as_the_classic_script_did(tmp_path, tiny_module):
+    images = make_dataset(tmp_path / "images", 8)
+    args = retrain_args(tmp_path, images, tiny_module, "--intermediate_store_frequency=20", steps=50)
+    assert retrain_main(args) == 0
+    stored = sorted(p.name for p in (tmp_path / "out" / "intermediate").glob("*.pb"))
+    assert stored == ["intermediate_20.pb", "intermediate_40.pb"]
+    graph = import_frozen_graph(tmp_path / "out" / "intermediate" / "intermediate_20.pb")
+    assert graph.get_tensor_by_name("final_result:0").shape.as_list() == [None, 3]
