@@ -97,7 +97,7 @@ class BottleneckCache:
             # A damaged database file: keep it for inspection, start a new one.
             aside = self.path.with_name(f"{DB_NAME}.damaged-{int(time.time())}")
             os.replace(self.path, aside)
-            self.log(f"WARNING: bottleneck cache {self.path} was damaged ({exc}); moved to {aside.name} and rebuilt.")
+            self.log(f"The bottleneck cache {self.path} was damaged ({exc}); moved to {aside.name} and rebuilt.")
             return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -156,7 +156,7 @@ class BottleneckCache:
             else:
                 found.add(entry)
         if damaged:
-            self.log(f"WARNING: {len(damaged)} damaged bottleneck cache entries will be recomputed.")
+            self.log(f"{len(damaged)} damaged bottleneck cache entries will be recomputed.")
             with self._transaction():
                 self._db.executemany(
                     "DELETE FROM vectors WHERE module = ? AND digest = ? AND variant = ?",

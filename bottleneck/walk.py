@@ -87,7 +87,7 @@ def list_images(image_dir) -> Listing:
             continue
         if len(images) < FEW_IMAGES_WARNING:
             listing.warnings.append(
-                f"WARNING: Folder '{entry.name}' has less than {FEW_IMAGES_WARNING} images, which may cause issues."
+                f"Folder '{entry.name}' has less than {FEW_IMAGES_WARNING} images, which may cause issues."
             )
         listing.classes.append(ImageClass(label=label, folder=Path(entry.path), images=images))
 

@@ -420,8 +420,8 @@ def test_classes_of_one_and_two_images_train_and_the_run_says_so(messy):
 
 
 def test_fewer_than_20_images_is_warned_about_as_the_classic_script_did(messy):
-    assert "WARNING: Folder 'red' has less than 20 images, which may cause issues." in messy.log
-    assert "WARNING: Folder 'one' has less than 20 images, which may cause issues." in messy.log
+    assert "WARNING:retrain:Folder 'red' has less than 20 images, which may cause issues." in messy.log
+    assert "WARNING:retrain:Folder 'one' has less than 20 images, which may cause issues." in messy.log
     assert "Folder 'green' has less than" not in messy.log  # 20 good photos (and 3 more files)
 
 
