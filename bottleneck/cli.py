@@ -1,6 +1,7 @@
 """Process-level concerns of the two commands: logging, TensorFlow's noise, errors to exit codes."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -22,25 +23,35 @@ def quiet_tensorflow(verbosity: str = "INFO") -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_LOG_LEVEL.get(verbosity, "2"))
     if "tensorflow" in sys.modules:
         return
+    with parked_stderr(replay=verbosity == "DEBUG"):
+        import tensorflow as tf
+
+        tf.get_logger().setLevel(logging.DEBUG if verbosity == "DEBUG" else logging.ERROR)
+        gpus = tf.config.list_physical_devices("GPU")  # the CUDA probe also speaks here
+    logging.getLogger("retrain").debug("TensorFlow %s; GPUs: %s", tf.__version__, gpus or "none")
+
+
+@contextlib.contextmanager
+def parked_stderr(replay: bool = False):
+    """Park file descriptor 2 in a temporary file while native code chats.
+
+    What was said is replayed when the block fails, or always with ``replay``.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as parked:
         os.dup2(parked.fileno(), 2)
         failed = True
         try:
-            import tensorflow as tf
-
-            tf.get_logger().setLevel(logging.DEBUG if verbosity == "DEBUG" else logging.ERROR)
-            gpus = tf.config.list_physical_devices("GPU")  # the CUDA probe also speaks here
+            yield
             failed = False
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            if failed or verbosity == "DEBUG":
+            if failed or replay:
                 parked.seek(0)
                 sys.stderr.write(parked.read().decode("utf-8", "replace"))
-    logging.getLogger("retrain").debug("TensorFlow %s; GPUs: %s", tf.__version__, gpus or "none")
 
 
 def setup_logging(verbosity: str) -> None:

@@ -22,16 +22,15 @@ that package is not available here.)  The ``--output_labels`` file still holds t
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import write_bytes_atomic
+from .cli import parked_stderr
 from .errors import UserError
 from .export import classifier_fn
 from .modules import FeatureModule
@@ -66,7 +65,7 @@ def convert(module: FeatureModule, weights, biases, labels: list[str], quantize:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     try:
-        with _quiet_stderr():  # the converter's native code prints its own progress lines
+        with parked_stderr():  # the converter's native code prints its own progress lines
             model = converter.convert()
     except Exception as exc:  # ConverterError and friends: an op TFLite lacks, say
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -145,7 +144,7 @@ def make_interpreter(model: bytes, num_threads: int | None = None):
     """tf.lite.Interpreter for the model's bytes, without its deprecation notice and native chatter."""
     import tensorflow as tf
 
-    with warnings.catch_warnings(), _quiet_stderr():
+    with warnings.catch_warnings(), parked_stderr():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice that it moves to ai_edge_litert
         return tf.lite.Interpreter(model_content=model, num_threads=num_threads or os.cpu_count() or 1)
 
@@ -172,7 +171,7 @@ class TFLiteClassifier:
         n = len(batch)
         if n != self._batch:
             self.interpreter.resize_tensor_input(self.input["index"], [n, self.height, self.width, 3])
-            with _quiet_stderr():  # 'Created TensorFlow Lite XNNPACK delegate for CPU.'
+            with parked_stderr():  # 'Created TensorFlow Lite XNNPACK delegate for CPU.'
                 self.interpreter.allocate_tensors()
             self._batch = n
         self.interpreter.set_tensor(self.input["index"], _quantize(batch, self.input))
@@ -215,24 +214,3 @@ def _dequantize(values: np.ndarray, detail) -> np.ndarray:
         return values.copy()
     scale, zero_point = detail["quantization"]
     return (values.astype(np.float32) - zero_point) * np.float32(scale)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Park file descriptor 2 while TFLite's native code chats; replay it if the block fails."""
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as parked:
-        os.dup2(parked.fileno(), 2)
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed:
-                parked.seek(0)
-                sys.stderr.write(parked.read().decode("utf-8", "replace"))
