@@ -28,7 +28,11 @@ def quiet_tensorflow(verbosity: str = "INFO") -> None:
 
         tf.get_logger().setLevel(logging.DEBUG if verbosity == "DEBUG" else logging.ERROR)
         gpus = tf.config.list_physical_devices("GPU")  # the CUDA probe also speaks here
-    logging.getLogger("retrain").debug("TensorFlow %s; GPUs: %s", tf.__version__, gpus or "none")
+    log = logging.getLogger("retrain")
+    if gpus:  # TensorFlow places the network on the first GPU by itself; say that it will
+        log.info("Using GPU: %s", ", ".join(gpu.name for gpu in gpus))
+    else:
+        log.debug("TensorFlow %s; no GPU found, using the CPU.", tf.__version__)
 
 
 @contextlib.contextmanager
