@@ -72,7 +72,7 @@ class RetrainConfig:
     assert_accuracy_at_least: float | None = None
     quiet: bool = False
     report_dir: Path | None = None  # None: <output_graph's folder>/<graph name>_report
-    distorted_copies: int = 5
+    distorted_copies: int = 3
     optimizer: str = "sgd"
     label_smoothing: float = 0.0
     dropout: float = 0.0
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="A percentage determining how much to randomly scale up the size of the training images by.")
     a("--random_brightness", type=int, default=0,
       help="A percentage determining how much to randomly multiply the training image input pixels up or down by.")
-    a("--distorted_copies", type=int, default=5,
+    a("--distorted_copies", type=int, default=3,
       help="With any distortion flag: how many distorted versions of each training image to compute "
            "(once, then cached) and train on.")
     a("--tfhub_module", type=str, default=None,

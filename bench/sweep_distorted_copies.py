@@ -1,0 +1,67 @@
+"""How many distorted copies per training image are worth computing? (issue 6; --distorted_copies)
+
+    .venv/bin/python bench/sweep_distorted_copies.py --bottleneck_dir /tmp/bottleneck \
+        --copies 1 2 3 5 10 --flip_left_right --random_crop 10 --random_scale 10 --random_brightness 10
+
+Needs the copies cached already: run retrain.py once with the same distortion flags,
+the same --bottleneck_dir and --distorted_copies at least the largest count.  Copy k
+is the same whatever the count, so one extraction serves every count.  Prints
+validation accuracy on the whole validation set (what the default is chosen on)
+and test accuracy (reported only), averaged over seeds.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bottleneck import inception_v3  # noqa: E402
+from bottleneck.cache import BottleneckCache  # noqa: E402
+from bottleneck.distort import Distortion  # noqa: E402
+from bottleneck.modules import PREPROCESSING  # noqa: E402
+from bottleneck.pipeline import load_set  # noqa: E402
+from bottleneck.split import split_class  # noqa: E402
+from bottleneck.train import TrainSettings, predict, train_layer  # noqa: E402
+from bottleneck.walk import list_images  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
+    p.add_argument("--copies", type=int, nargs="+", default=[1, 2, 3, 5, 10])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--flip_left_right", action="store_true")
+    p.add_argument("--random_crop", type=float, default=0)
+    p.add_argument("--random_scale", type=float, default=0)
+    p.add_argument("--random_brightness", type=float, default=0)
+    args = p.parse_args()
+    logging.getLogger("retrain").setLevel(logging.WARNING)
+    distortion = Distortion(args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness)
+    listing = list_images(args.image_dir)
+    splits = [split_class(c, 10, 10)[0] for c in listing.classes]
+    identity = f"{inception_v3.NAME}@sha256:{inception_v3.ARCHIVE_SHA256[:16]}|{PREPROCESSING}"
+    dim = inception_v3.BOTTLENECK_SIZE
+    cache = BottleneckCache(args.bottleneck_dir, identity, dim)
+    digest_of, _ = cache.digests([im.path for c in listing.classes for im in c.images])
+    validation = load_set(cache, splits, "validation", digest_of, dim)
+    testing = load_set(cache, splits, "testing", digest_of, dim)
+    print(f"{'copies':>6} {'val %':>7} {'test %':>7}")
+    for copies in [0] + args.copies:
+        if copies:
+            train = load_set(cache, splits, "training", digest_of, dim, distortion, copies)
+        else:
+            train = load_set(cache, splits, "training", digest_of, dim)
+        val, test = [], []
+        for seed in range(args.seeds):
+            layer = train_layer(train, validation, len(splits), TrainSettings(seed=seed, validation_batch_size=-1))
+            val.append((predict(layer, validation.x).argmax(1) == validation.y).mean() * 100)
+            test.append((predict(layer, testing.x).argmax(1) == testing.y).mean() * 100)
+        label = "none" if copies == 0 else str(copies)
+        print(f"{label:>6} {np.mean(val):7.1f} {np.mean(test):7.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
