@@ -123,3 +123,12 @@ def import_frozen_graph(path: Path):
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
     return graph
+
+
+def the_error(err: str) -> str:
+    """The one 'retrain.py: error: ...' line, checked to be a lone sentence without a traceback."""
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("retrain.py: error: ")]
+    assert len(errors) == 1, err
+    assert errors[0].rstrip().endswith("."), errors[0]
+    return errors[0]

@@ -27,7 +27,7 @@ import bottleneck.pipeline as pipeline
 from bottleneck.cli import retrain_main
 from bottleneck.split import SETS, split_class
 from bottleneck.walk import ImageClass, ImageFile, label_for_folder, list_images
-from conftest import make_dataset, retrain_args, write_photo
+from conftest import make_dataset, retrain_args, the_error, write_photo
 
 STEPS = 10
 
@@ -70,15 +70,6 @@ def sha256(path) -> str:
 
 def skip_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if "Skipping " in line]
-
-
-def the_error(err: str) -> str:
-    """The one 'retrain.py: error: ...' line, checked to be a lone sentence without a traceback."""
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("retrain.py: error: ")]
-    assert len(errors) == 1, err
-    assert errors[0].rstrip().endswith("."), errors[0]
-    return errors[0]
 
 
 def noisy(size=(40, 32), seed=0, mode="RGB", colour=(200, 60, 60)) -> Image.Image:

@@ -20,7 +20,7 @@ import pytest
 
 from bottleneck import atomic
 from bottleneck.cli import retrain_main
-from conftest import ROOT, make_dataset, retrain_args, write_photo
+from conftest import ROOT, make_dataset, retrain_args, the_error, write_photo
 
 STEPS = 30
 
@@ -43,14 +43,6 @@ def run(tmp_path, image_dir, module, caplog, capsys, *extra, steps=STEPS, own_su
         extra = (f"--summaries_dir={tmp_path / 'out' / f'logs-{next(_run_number)}'}", *extra)
     code = retrain_main(retrain_args(tmp_path, image_dir, module, *extra, steps=steps))
     return code, caplog.text, capsys.readouterr().err
-
-
-def the_error(err: str) -> str:
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("retrain.py: error: ")]
-    assert len(errors) == 1, err
-    assert errors[0].rstrip().endswith("."), errors[0]
-    return errors[0]
 
 
 def counts_line(log: str) -> tuple[int, int, int] | None:
