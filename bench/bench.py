@@ -368,13 +368,13 @@ def write_synthetic_cache(directory: Path, count: int, classes: int = 5) -> tupl
 
 
 def memory_child(directory: str, count: int, steps: int) -> None:
-    """Child process: load the cached vectors exactly as pipeline.load_set does, train, print memory as JSON."""
+    """Child process: load the cached vectors exactly as pipeline.load_sets does, train, print memory as JSON."""
     from bottleneck.cli import quiet_tensorflow
 
     quiet_tensorflow("WARN")
-    from bottleneck.cache import BottleneckCache, Entry
-    from bottleneck.pipeline import FLOAT16_ABOVE_BYTES, load_set
-    from bottleneck.split import SETS, ClassSplit
+    from bottleneck.cache import BottleneckCache
+    from bottleneck.pipeline import FLOAT16_ABOVE_BYTES, load_sets
+    from bottleneck.split import ClassSplit
     from bottleneck.train import TrainSettings, predict, train_layer
     from bottleneck.walk import ImageFile
 
@@ -391,7 +391,7 @@ def memory_child(directory: str, count: int, steps: int) -> None:
     cache = BottleneckCache(directory, "bench-synthetic", DIM)
     t = time.perf_counter()
     try:
-        data = {s: load_set(cache, splits, s, digest_of, DIM) for s in SETS}
+        data = load_sets(cache, splits, digest_of, DIM)
     finally:
         cache.close()
     load_s = time.perf_counter() - t
@@ -413,7 +413,7 @@ def memory_child(directory: str, count: int, steps: int) -> None:
 def bench_memory(b: Bench) -> None:
     s = b.sizes
     say(f"[4] Peak memory of the training phase at {', '.join(f'{n:,}' for n in s.memory_counts)} cached "
-        f"bottlenecks: SQLite cache written here, then a separate process loads it like pipeline.load_set "
+        f"bottlenecks: SQLite cache written here, then a separate process loads it like pipeline.load_sets "
         f"and runs {s.memory_steps} steps")
     b.details["memory"] = []
     for count in s.memory_counts:

@@ -21,7 +21,7 @@ from bottleneck import inception_v3  # noqa: E402
 from bottleneck.cache import BottleneckCache  # noqa: E402
 from bottleneck.distort import Distortion  # noqa: E402
 from bottleneck.modules import PREPROCESSING  # noqa: E402
-from bottleneck.pipeline import load_set  # noqa: E402
+from bottleneck.pipeline import load_sets  # noqa: E402
 from bottleneck.split import split_class  # noqa: E402
 from bottleneck.train import TrainSettings, predict, train_layer  # noqa: E402
 from bottleneck.walk import list_images  # noqa: E402
@@ -46,14 +46,11 @@ def main():
     dim = inception_v3.BOTTLENECK_SIZE
     cache = BottleneckCache(args.bottleneck_dir, identity, dim)
     digest_of, _ = cache.digests([im.path for c in listing.classes for im in c.images])
-    validation = load_set(cache, splits, "validation", digest_of, dim)
-    testing = load_set(cache, splits, "testing", digest_of, dim)
+    plain = load_sets(cache, splits, digest_of, dim)
+    validation, testing = plain["validation"], plain["testing"]
     print(f"{'copies':>6} {'val %':>7} {'test %':>7}")
     for copies in [0] + args.copies:
-        if copies:
-            train = load_set(cache, splits, "training", digest_of, dim, distortion, copies)
-        else:
-            train = load_set(cache, splits, "training", digest_of, dim)
+        train = load_sets(cache, splits, digest_of, dim, distortion, copies)["training"] if copies else plain["training"]
         val, test = [], []
         for seed in range(args.seeds):
             layer = train_layer(train, validation, len(splits), TrainSettings(seed=seed, validation_batch_size=-1))

@@ -8,7 +8,6 @@ Needs the bottlenecks cached already (run retrain.py on the folder once with the
 choice is made on) and test accuracy (reported, never used to choose), over seeds.
 """
 import argparse
-import itertools
 import logging
 import sys
 from pathlib import Path
@@ -19,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bottleneck import inception_v3  # noqa: E402
 from bottleneck.cache import BottleneckCache  # noqa: E402
 from bottleneck.modules import PREPROCESSING  # noqa: E402
-from bottleneck.pipeline import load_set  # noqa: E402
-from bottleneck.split import SETS, split_class  # noqa: E402
+from bottleneck.pipeline import load_sets  # noqa: E402
+from bottleneck.split import split_class  # noqa: E402
 from bottleneck.train import TrainSettings, predict, train_layer  # noqa: E402
 from bottleneck.walk import list_images  # noqa: E402
 
@@ -37,7 +36,7 @@ def main():
     identity = f"{inception_v3.NAME}@sha256:{inception_v3.ARCHIVE_SHA256[:16]}|{PREPROCESSING}"
     cache = BottleneckCache(args.bottleneck_dir, identity, inception_v3.BOTTLENECK_SIZE)
     digest_of, _ = cache.digests([im.path for c in listing.classes for im in c.images])
-    data = {s: load_set(cache, splits, s, digest_of, inception_v3.BOTTLENECK_SIZE) for s in SETS}
+    data = load_sets(cache, splits, digest_of, inception_v3.BOTTLENECK_SIZE)
     grid = [
         dict(optimizer="sgd", learning_rate=0.01),
         dict(optimizer="sgd", learning_rate=0.01, early_stopping_patience=30),

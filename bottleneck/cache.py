@@ -176,25 +176,31 @@ class BottleneckCache:
 
     def matrix(self, entries: list[Entry], dtype=np.float32) -> np.ndarray:
         """Vectors for ``entries`` as one [len(entries), dim] array, read in a single pass."""
-        rows_of: dict[Entry, list[int]] = {}
-        for i, entry in enumerate(entries):
-            rows_of.setdefault(entry, []).append(i)
-        out = np.empty((len(entries), self.dim), dtype=dtype)
-        filled = np.zeros(len(entries), dtype=bool)
+        return self.matrices([(entries, dtype)])[0]
+
+    def matrices(self, requests: list[tuple[list[Entry], type]]) -> list[np.ndarray]:
+        """One [len(entries), dim] array per (entries, dtype) request, all filled in a single pass over the cache."""
+        rows_of: dict[Entry, list[tuple[int, int]]] = {}
+        for r, (entries, _dtype) in enumerate(requests):
+            for i, entry in enumerate(entries):
+                rows_of.setdefault(entry, []).append((r, i))
+        outs = [np.empty((len(entries), self.dim), dtype=dtype) for entries, dtype in requests]
+        filled = [np.zeros(len(entries), dtype=bool) for entries, _dtype in requests]
         cursor = self._db.execute("SELECT digest, variant, dim, crc, data FROM vectors WHERE module = ?", (self.module,))
         for digest, variant, dim, crc, data in cursor:
-            rows = rows_of.get(Entry(digest, variant))
-            if rows is None:
+            places = rows_of.get(Entry(digest, variant))
+            if places is None:
                 continue
             vector = decode_vector(dim, crc, data, self.dim)
             if vector is None:
                 continue
-            out[rows] = vector
-            filled[rows] = True
-        if not filled.all():
-            missing = [entries[i] for i in np.flatnonzero(~filled)[:3]]
-            raise RuntimeError(f"{int((~filled).sum())} bottlenecks are missing from the cache, e.g. {missing}")
-        return out
+            for r, i in places:
+                outs[r][i] = vector
+                filled[r][i] = True
+        missing = [entries[i] for (entries, _d), f in zip(requests, filled) for i in np.flatnonzero(~f)]
+        if missing:
+            raise RuntimeError(f"{len(missing)} bottlenecks are missing from the cache, e.g. {missing[:3]}")
+        return outs
 
     def _transaction(self):
         return _Transaction(self._db)

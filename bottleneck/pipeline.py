@@ -5,7 +5,6 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from .progress import Progress
 from .report import ReportData, human_summary, write_report
 from .split import SETS, ClassSplit, split_class
 from .train import SplitData, TrainSettings, TrainedLayer, predict, train_layer
-from .walk import ImageFile, list_images
+from .walk import ImageClass, ImageFile, list_images
 
 log = logging.getLogger("retrain")
 
@@ -55,12 +54,7 @@ def retrain(config: RetrainConfig) -> RunResult:
     for warning in listing.warnings:
         log.warning(warning)
     labels = [c.label for c in listing.classes]
-    splits = []
-    for image_class in listing.classes:
-        split, note = split_class(image_class, config.validation_percentage, config.testing_percentage)
-        if note:
-            log.warning(note)
-        splits.append(split)
+    splits = _split_classes(listing.classes, config)
     total = sum(len(c.images) for c in listing.classes)
     log.info("Found %d images in %d classes under %s.", total, len(labels), config.image_dir)
     timings["walk"] = time.perf_counter() - started
@@ -75,19 +69,13 @@ def retrain(config: RetrainConfig) -> RunResult:
         digest_of, skipped = ensure_bottlenecks(config, module, cache, listing.classes, splits)
         timings["bottlenecks"] = time.perf_counter() - t
         skipped_paths = {s.path for s in skipped}
-        if skipped_paths:
-            from .walk import ImageClass
-            splits = []
-            for c in listing.classes:
-                readable = [im for im in c.images if im.path not in skipped_paths]
-                split, note = split_class(ImageClass(c.label, c.folder, readable),
-                                          config.validation_percentage, config.testing_percentage)
-                if note:
-                    log.warning(note)
-                splits.append(split)
+        if skipped_paths:  # split again over the readable images, so small classes keep their guarantee
+            readable = [ImageClass(c.label, c.folder, [im for im in c.images if im.path not in skipped_paths])
+                        for c in listing.classes]
+            splits = _split_classes(readable, config)
         copies = config.distorted_copies if config.distortion.active else 0
-        data = {s: load_set(cache, splits, s, digest_of, module.bottleneck_size,
-                            config.distortion if s == "training" and copies else None, copies) for s in SETS}
+        data = load_sets(cache, splits, digest_of, module.bottleneck_size, config.distortion if copies else None,
+                         copies)
     finally:
         cache.close()
     if skipped:
@@ -238,19 +226,38 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
     return digest_of, skipped
 
 
-def load_set(cache: BottleneckCache, splits: list[ClassSplit], set_name: str, digest_of, dim: int,
-             distortion=None, copies: int = 0) -> SplitData:
-    """The bottlenecks of one set; with a distortion, one row per distorted copy of each image."""
-    entries, ys, names = [], [], []
-    for index, split in enumerate(splits):
-        for image in split.of(set_name):
-            digest = digest_of[image.path]
-            variants = [distortion.variant(c) for c in range(copies)] if distortion else [PLAIN]
-            entries += [Entry(digest, v) for v in variants]
-            ys += [index] * len(variants)
-            names += [str(image.path)] * len(variants)
-    dtype = np.float16 if len(entries) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32
-    return SplitData(x=cache.matrix(entries, dtype=dtype), y=np.asarray(ys, dtype=np.int32), names=names)
+def _split_classes(classes: list[ImageClass], config: RetrainConfig) -> list[ClassSplit]:
+    splits = []
+    for image_class in classes:
+        split, note = split_class(image_class, config.validation_percentage, config.testing_percentage)
+        if note:
+            log.warning(note)
+        splits.append(split)
+    return splits
+
+
+def load_sets(cache: BottleneckCache, splits: list[ClassSplit], digest_of, dim: int,
+              distortion=None, copies: int = 0) -> dict[str, SplitData]:
+    """The bottlenecks of every set, read in one pass over the cache.
+
+    With a distortion, the training set has one row per distorted copy of each image.
+    """
+    requests, labels, names = [], {}, {}
+    for set_name in SETS:
+        entries, ys, paths = [], [], []
+        for index, split in enumerate(splits):
+            for image in split.of(set_name):
+                digest = digest_of[image.path]
+                distorted = distortion is not None and set_name == "training"
+                variants = [distortion.variant(c) for c in range(copies)] if distorted else [PLAIN]
+                entries += [Entry(digest, v) for v in variants]
+                ys += [index] * len(variants)
+                paths += [str(image.path)] * len(variants)
+        dtype = np.float16 if len(entries) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32
+        requests.append((entries, dtype))
+        labels[set_name], names[set_name] = np.asarray(ys, dtype=np.int32), paths
+    matrices = cache.matrices(requests)
+    return {s: SplitData(x=m, y=labels[s], names=names[s]) for s, m in zip(SETS, matrices)}
 
 
 def export_all(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, labels: list[str],
