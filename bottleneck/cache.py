@@ -59,25 +59,30 @@ def _path_key(path) -> str:
     return os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")
 
 
-def encode_vector(vector: np.ndarray) -> tuple[int, int, bytes]:
-    data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+def encode_vector(vector: np.ndarray, dtype: str = "<f4") -> tuple[int, int, bytes]:
+    data = np.ascontiguousarray(vector, dtype=dtype).tobytes()
     return len(vector), zlib.crc32(data), data
 
 
-def decode_vector(dim: int, crc: int, data: bytes, expected_dim: int) -> np.ndarray | None:
+def decode_vector(dim: int, crc: int, data: bytes, expected_dim: int, dtype: str = "<f4") -> np.ndarray | None:
     """The stored vector, or None when the entry is damaged in any way."""
-    if dim != expected_dim or len(data) != 4 * expected_dim or zlib.crc32(data) != crc:
+    if dim != expected_dim or len(data) != np.dtype(dtype).itemsize * expected_dim or zlib.crc32(data) != crc:
         return None
-    return np.frombuffer(data, dtype="<f4")
+    return np.frombuffer(data, dtype=dtype)
 
 
 class BottleneckCache:
-    """Cached bottleneck vectors of one module, in ``<bottleneck_dir>/bottlenecks.sqlite3``."""
+    """Cached bottleneck vectors of one module, in ``<bottleneck_dir>/bottlenecks.sqlite3``.
 
-    def __init__(self, directory, module_identity: str, dim: int, log=print):
+    ``dtype`` is how vectors are stored: float32 for bottlenecks; fine-tuning's
+    much larger activation grids are kept as float16 (the identity names it).
+    """
+
+    def __init__(self, directory, module_identity: str, dim: int, log=print, dtype: str = "<f4"):
         self.directory = Path(directory)
         self.module = module_identity
         self.dim = dim
+        self.dtype = dtype
         self.log = log
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -151,7 +156,7 @@ class BottleneckCache:
             entry = Entry(digest, variant)
             if entry not in wanted:
                 continue
-            if decode_vector(dim, crc, data, self.dim) is None:
+            if decode_vector(dim, crc, data, self.dim, self.dtype) is None:
                 damaged.append(entry)
             else:
                 found.add(entry)
@@ -170,7 +175,7 @@ class BottleneckCache:
         for entry, vector in items:
             if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
                 raise ValueError(f"bad bottleneck for {entry}: shape {vector.shape}")
-            rows.append((self.module, entry.digest, entry.variant, *encode_vector(vector)))
+            rows.append((self.module, entry.digest, entry.variant, *encode_vector(vector, self.dtype)))
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows)
 
@@ -191,7 +196,7 @@ class BottleneckCache:
             places = rows_of.get(Entry(digest, variant))
             if places is None:
                 continue
-            vector = decode_vector(dim, crc, data, self.dim)
+            vector = decode_vector(dim, crc, data, self.dim, self.dtype)
             if vector is None:
                 continue
             for r, i in places:
@@ -201,6 +206,18 @@ class BottleneckCache:
         if missing:
             raise RuntimeError(f"{len(missing)} bottlenecks are missing from the cache, e.g. {missing[:3]}")
         return outs
+
+    def fetch(self, entries: list[Entry], dtype=np.float32) -> np.ndarray:
+        """Vectors for a few ``entries`` by key: for reading a batch at a time when the whole set is too big."""
+        out = np.empty((len(entries), self.dim), dtype=dtype)
+        query = "SELECT dim, crc, data FROM vectors WHERE module = ? AND digest = ? AND variant = ?"
+        for i, entry in enumerate(entries):
+            row = self._db.execute(query, (self.module, entry.digest, entry.variant)).fetchone()
+            vector = None if row is None else decode_vector(*row, self.dim, self.dtype)
+            if vector is None:
+                raise RuntimeError(f"{entry} is missing from the cache or was damaged while in use")
+            out[i] = vector
+        return out
 
     def _transaction(self):
         return _Transaction(self._db)

@@ -80,6 +80,11 @@ class RetrainConfig:
     early_stopping_patience: int = 0
     tflite_output: Path | None = None
     tflite_quantize: str = "none"
+    fine_tune: bool = False
+    fine_tune_layers: int = 1
+    fine_tune_steps: int = 1000
+    fine_tune_learning_rate: float = 1e-4
+    fine_tune_batch_size: int = 32
 
     @property
     def resolved_report_dir(self) -> Path:
@@ -180,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tflite_quantize", choices=("none", "float16", "dynamic", "int8"), default="none",
       help="How the TFLite model is quantized: none (float32), float16 weights, dynamic-range int8 weights, or "
            "int8 weights and activations calibrated on up to 100 training images (int8 input and output).")
+    a("--fine_tune", default=False, action="store_true",
+      help="After training the new layer, also train the top --fine_tune_layers blocks of the built-in "
+           "Inception-v3 with it (their input is cached once per image); kept only if validation improves.")
+    a("--fine_tune_layers", type=int, default=1,
+      help="How many of Inception-v3's top mixed blocks --fine_tune trains: 1 (mixed_10), 2 or 3.")
+    a("--fine_tune_steps", type=int, default=1000, help="How many fine-tuning steps to run.")
+    a("--fine_tune_learning_rate", type=float, default=1e-4, help="Adam's learning rate while fine-tuning.")
+    a("--fine_tune_batch_size", type=int, default=32, help="How many images to fine-tune on at a time.")
     return p
 
 
@@ -224,6 +237,16 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         raise UserError(f"--learning_rate must be positive, got {options['learning_rate']}.")
     if options["weight_decay"] < 0 or options["early_stopping_patience"] < 0:
         raise UserError("--weight_decay and --early_stopping_patience cannot be negative.")
+    if args.fine_tune:
+        from .inception_v3 import MAX_TUNED_BLOCKS
+
+        if (module or BUILTIN_MODULE) != BUILTIN_MODULE:
+            raise UserError("--fine_tune works with the built-in --tfhub_module inception_v3 only.")
+        if not 1 <= args.fine_tune_layers <= MAX_TUNED_BLOCKS:
+            raise UserError(f"--fine_tune_layers must be between 1 and {MAX_TUNED_BLOCKS}, got {args.fine_tune_layers}.")
+        for name in ("fine_tune_steps", "fine_tune_batch_size", "fine_tune_learning_rate"):
+            if getattr(args, name) <= 0:
+                raise UserError(f"--{name} must be positive, got {getattr(args, name)}.")
     if args.tflite_quantize != "none" and not args.tflite_output:
         raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")
     values = {"tfhub_module": module or BUILTIN_MODULE, **options}

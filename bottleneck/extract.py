@@ -41,13 +41,16 @@ def compiled_features(module: FeatureModule):
 def compute_missing(
     module: FeatureModule,
     jobs: list[Job],
-    cache: BottleneckCache,
+    cache: BottleneckCache | list[BottleneckCache],
     batch_size: int = 32,
     progress=None,
     features=None,
     distortion=None,
 ) -> list[Skipped]:
     """Run every job's image through the module and store the vectors; returns the images skipped.
+
+    With a list of caches, ``features`` returns one output per cache (the
+    bottleneck and fine-tuning's activations come from one pass).
 
     Decoding happens on a thread pool ahead of the network (PIL and TensorFlow
     both release the GIL), so the cores never wait for JPEG decoding.  Every
@@ -57,6 +60,7 @@ def compute_missing(
     if not jobs:
         return []
     features = features or compiled_features(module)
+    caches = cache if isinstance(cache, list) else [cache]
     skipped: list[Skipped] = []
     workers = max(2, os.cpu_count() or 2)
 
@@ -96,8 +100,11 @@ def compute_missing(
                     batch_pixels.append(result)
                 refill()
             if batch_jobs:
-                vectors = features(np.stack(batch_pixels)).numpy()
-                cache.put([(job.entry, vectors[i]) for i, job in enumerate(batch_jobs)])
+                outputs = features(np.stack(batch_pixels))
+                outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+                for store, output in zip(caches, outputs, strict=True):
+                    vectors = output.numpy().reshape(len(batch_jobs), -1)
+                    store.put([(job.entry, vectors[i]) for i, job in enumerate(batch_jobs)])
             if progress is not None:
                 progress(len(batch_jobs) + batch_skipped)
     return skipped

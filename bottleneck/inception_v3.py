@@ -149,20 +149,54 @@ def load_weights(path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- the network
 
 
+# The eleven mixed blocks in order; fine-tuning trains the last few of them.
+BLOCKS = ("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6", "mixed_7",
+          "mixed_8", "mixed_9", "mixed_10")
+# Cutting lower than mixed_8 would mean caching 17x17 grids of 768 channels and more per image.
+MAX_TUNED_BLOCKS = 3
+
+
 def build_feature_fn(weights: dict[str, np.ndarray]):
     """Return f(images) -> [N, 2048] for float images in [0, 1] of size 299x299.
 
     Call it inside a tf.function: the kernels become graph constants, so a
     frozen export needs no variables.
     """
+    lower, upper = split_network(weights, tuned_blocks=0)
+    return lambda images: upper(lower(images))
+
+
+def tuned_parameter_names(weights: dict[str, np.ndarray], tuned_blocks: int) -> list[str]:
+    """The kernel and bias names of the last ``tuned_blocks`` mixed blocks."""
+    blocks = BLOCKS[len(BLOCKS) - tuned_blocks:] if tuned_blocks else ()
+    return sorted(k for k in weights if k.split("/")[0] in blocks and k.endswith(("/kernel", "/bias")))
+
+
+def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None):
+    """Cut the network before its last ``tuned_blocks`` mixed blocks.
+
+    Returns ``(lower, upper)``: ``lower(images)`` gives the activations at the
+    cut (the pooled bottleneck's 8x8 grid when ``tuned_blocks`` is 0) and
+    ``upper(activations)`` runs the rest and the final pooling, so that
+    ``upper(lower(x))`` is the whole network.  ``params`` maps parameter names
+    to tensors (trainable variables while fine-tuning) that replace the stored
+    arrays; batch-norm is folded into every convolution's bias, so it stays
+    in inference mode whatever is trained.
+    """
     import tensorflow as tf
 
+    params = params or {}
+    if not 0 <= tuned_blocks <= MAX_TUNED_BLOCKS:
+        raise ValueError(f"tuned_blocks must be in 0..{MAX_TUNED_BLOCKS}, not {tuned_blocks}")
+
+    def value(name):
+        # Arrays become constants inside the caller's graph, so a frozen export holds them as Const nodes.
+        return params[name] if name in params else tf.constant(weights[name])
+
     def conv(x, name):
-        # Constants are created inside the caller's graph, so a frozen export holds them as Const nodes.
-        kernel = tf.constant(weights[f"{name}/kernel"])
-        bias = tf.constant(weights[f"{name}/bias"])
-        y = tf.nn.conv2d(x, kernel, strides=int(weights[f"{name}/stride"]), padding=_tf_padding(weights, name))
-        return tf.nn.relu(tf.nn.bias_add(y, bias))
+        y = tf.nn.conv2d(x, value(f"{name}/kernel"), strides=int(weights[f"{name}/stride"]),
+                         padding=_tf_padding(weights, name))
+        return tf.nn.relu(tf.nn.bias_add(y, value(f"{name}/bias")))
 
     def chain(x, name, count):
         for i in range(count):
@@ -200,7 +234,16 @@ def build_feature_fn(weights: dict[str, np.ndarray]):
              conv(b, f"{n}/tower_1_mixed_conv"), conv(b, f"{n}/tower_1_mixed_conv_1"),
              conv(pool(x), f"{n}/tower_2_conv")], axis=3)
 
-    def features(images):
+    block_of = {n: block_a for n in BLOCKS[:3]}
+    block_of["mixed_3"] = block_b
+    block_of.update({n: block_c for n in BLOCKS[4:8]})
+    block_of["mixed_8"] = block_d
+    block_of["mixed_9"] = lambda x, n: block_e(x, n, avg3)
+    # mixed_10 pools with MAX where mixed_9 averages: a quirk of the 2015 graph.
+    block_of["mixed_10"] = lambda x, n: block_e(x, n, lambda t: tf.nn.max_pool2d(t, 3, 1, "SAME"))
+    cut = len(BLOCKS) - tuned_blocks
+
+    def lower(images):
         x = (images * 255.0 - 128.0) / 128.0
         x = conv(x, "conv")
         x = conv(x, "conv_1")
@@ -209,18 +252,16 @@ def build_feature_fn(weights: dict[str, np.ndarray]):
         x = conv(x, "conv_3")
         x = conv(x, "conv_4")
         x = max3_s2(x)
-        for n in ("mixed", "mixed_1", "mixed_2"):
-            x = block_a(x, n)
-        x = block_b(x, "mixed_3")
-        for n in ("mixed_4", "mixed_5", "mixed_6", "mixed_7"):
-            x = block_c(x, n)
-        x = block_d(x, "mixed_8")
-        x = block_e(x, "mixed_9", avg3)
-        # mixed_10 pools with MAX where mixed_9 averages: a quirk of the 2015 graph.
-        x = block_e(x, "mixed_10", lambda t: tf.nn.max_pool2d(t, 3, 1, "SAME"))
+        for n in BLOCKS[:cut]:
+            x = block_of[n](x, n)
+        return x
+
+    def upper(x):
+        for n in BLOCKS[cut:]:
+            x = block_of[n](x, n)
         return tf.reduce_mean(x, axis=[1, 2])  # pool_3: 8x8 average over the last grid
 
-    return features
+    return lower, upper
 
 
 def _tf_padding(weights, name):

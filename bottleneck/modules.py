@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +37,8 @@ class FeatureModule:
     bottleneck_size: int
     features: Callable  # traceable: float32 [N, H, W, 3] in [0, 1] -> float32 [N, bottleneck_size]
     classic_cache_suffixes: tuple[str, ...]  # <image>_<suffix>.txt names of the classic text cache
+    # The built-in network's arrays, which fine-tuning splits and trains; None for other modules.
+    weights: dict | None = field(default=None, repr=False, compare=False)
 
 
 def load_module(spec: str, model_dir, log=print) -> FeatureModule:
@@ -63,6 +65,7 @@ def _builtin(model_dir, log) -> FeatureModule:
         features=inception_v3.build_feature_fn(weights),
         # The older retrain.py named its text files <image>_inception_v3.txt for this very graph.
         classic_cache_suffixes=("inception_v3",),
+        weights=weights,
     )
 
 

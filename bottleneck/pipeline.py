@@ -65,8 +65,13 @@ def retrain(config: RetrainConfig) -> RunResult:
 
     t = time.perf_counter()
     cache = BottleneckCache(config.bottleneck_dir, module.identity, module.bottleneck_size, log=log.warning)
+    activations = None
+    if config.fine_tune:
+        from .fine_tune import activation_cache
+
+        activations = activation_cache(config.bottleneck_dir, module, config.fine_tune_layers, log.warning)
     try:
-        digest_of, skipped = ensure_bottlenecks(config, module, cache, listing.classes, splits)
+        digest_of, skipped = ensure_bottlenecks(config, module, cache, listing.classes, splits, activations)
         timings["bottlenecks"] = time.perf_counter() - t
         skipped_paths = {s.path for s in skipped}
         if skipped_paths:  # split again over the readable images, so small classes keep their guarantee
@@ -76,8 +81,22 @@ def retrain(config: RetrainConfig) -> RunResult:
         copies = config.distorted_copies if config.distortion.active else 0
         data = load_sets(cache, splits, digest_of, module.bottleneck_size, config.distortion if copies else None,
                          copies)
+    except BaseException:
+        if activations is not None:
+            activations.close()
+        raise
     finally:
         cache.close()
+    try:
+        return _train_and_export(config, listing, labels, splits, digest_of, skipped, module, data, activations,
+                                 timings, started)
+    finally:
+        if activations is not None:
+            activations.close()
+
+
+def _train_and_export(config, listing, labels, splits, digest_of, skipped, module, data, activations,
+                      timings, started) -> RunResult:
     if skipped:
         if config.strict:
             first = skipped[0]
@@ -126,11 +145,21 @@ def retrain(config: RetrainConfig) -> RunResult:
     timings["training"] = time.perf_counter() - t
 
     test = data["testing"]
+    pick = np.arange(len(test.y))
     if config.test_batch_size >= 0 and config.test_batch_size < len(test.y):
         pick = np.random.default_rng(config.random_seed).choice(len(test.y), config.test_batch_size, replace=False)
         test = SplitData(test.x[pick], test.y[pick], [test.names[i] for i in pick])
+    tuned = None
+    if activations is not None:
+        t = time.perf_counter()
+        tuned, module, test_probabilities = _fine_tune(config, module, layer, activations, splits, digest_of,
+                                                       len(labels), pick)
+        layer = tuned.layer
+        timings["fine_tune"] = time.perf_counter() - t
+        predicted = test_probabilities.argmax(axis=1)
+    else:
+        predicted = predict(layer, test.x).argmax(axis=1)
     test_accuracy, misclassified = None, []
-    predicted = predict(layer, test.x).argmax(axis=1)
     if len(test.y):
         test_accuracy = float((predicted == test.y).mean())
         log.info("Final test accuracy = %.1f%% (N=%d)", test_accuracy * 100, len(test.y))
@@ -163,14 +192,20 @@ def retrain(config: RetrainConfig) -> RunResult:
             labels=labels, history=layer.history, test_true=test.y, test_predicted=predicted,
             test_names=test.names, counts=counts, skipped=skipped, settings=config, module=module,
             timings=timings, test_accuracy=test_accuracy,
+            validation_accuracy=tuned.best.validation_accuracy if tuned else None,
+            fine_tune=_fine_tune_summary(config, tuned) if tuned else None,
         ),
     )
     log.info("Wrote the report to %s", config.resolved_report_dir)
     return RunResult(labels, layer, test_accuracy, len(test.y), counts, skipped, misclassified, timings, summary)
 
 
-def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, classes, splits: list[ClassSplit]):
-    """Make sure every image has a cached bottleneck; returns digests by path and the images skipped."""
+def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, classes, splits: list[ClassSplit],
+                       activations: BottleneckCache | None = None):
+    """Make sure every image has a cached bottleneck; returns digests by path and the images skipped.
+
+    With ``activations`` (fine-tuning), every image also needs its activations at the cut.
+    """
     images: list[tuple[ImageFile, str]] = [(im, c.folder.name) for c in classes for im in c.images]
     digest_of, unreadable = cache.digests([im.path for im, _f in images])
     skipped = [Skipped(path, reason) for path, reason in unreadable.items()]
@@ -186,20 +221,22 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
     present = cache.present([Entry(d) for d in classes_of])
     first_path: dict[str, tuple[ImageFile, str]] = {}
     for image, folder, digest in readable:
-        if Entry(digest) not in present:
-            first_path.setdefault(digest, (image, folder))
+        first_path.setdefault(digest, (image, folder))
+    missing = {d: place for d, place in first_path.items() if Entry(d) not in present}
     imported = 0
-    if first_path and module.classic_cache_suffixes:
+    if missing and module.classic_cache_suffixes:
         candidates = [
             (Entry(d), [config.bottleneck_dir / folder / f"{image.name}_{suffix}.txt" for suffix in module.classic_cache_suffixes])
-            for d, (image, folder) in first_path.items()
+            for d, (image, folder) in missing.items()
         ]
         imported = import_classic_text(cache, candidates)
         if imported:
             log.info("Imported %d bottlenecks from the classic script's text files.", imported)
             present = cache.present([Entry(d) for d in first_path])
+    if activations is not None:  # fine-tuning also needs each image's activations at the cut
+        present &= activations.present([Entry(d) for d in first_path])
     jobs = [Job(Entry(d), image.path) for d, (image, _f) in first_path.items() if Entry(d) not in present]
-    log.info("%d bottlenecks cached, %d imported, %d to compute.", len(classes_of) - len(first_path), imported, len(jobs))
+    log.info("%d bottlenecks cached, %d imported, %d to compute.", len(first_path) - len(missing), imported, len(jobs))
     distortion = config.distortion
     if distortion.active:
         # Distorted copies of training images only: validation and test images are never distorted.
@@ -207,6 +244,8 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
         wanted = [(Entry(d, distortion.variant(c)), path, c) for d, path in training.items()
                   for c in range(config.distorted_copies)]
         have = cache.present([e for e, _p, _c in wanted])
+        if activations is not None:
+            have &= activations.present([e for e, _p, _c in wanted])
         copy_jobs = [Job(e, path, c) for e, path, c in wanted if e not in have]
         log.info("%d distorted copies cached, %d to compute (%d per training image).",
                  len(wanted) - len(copy_jobs), len(copy_jobs), config.distorted_copies)
@@ -214,8 +253,14 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
     if jobs:
         t = time.perf_counter()
         with Progress(len(jobs), "Bottlenecks", enabled=not config.quiet) as bar:
-            bad = compute_missing(module, jobs, cache, config.extraction_batch_size, bar.update,
-                                  distortion=distortion)
+            if activations is None:
+                bad = compute_missing(module, jobs, cache, config.extraction_batch_size, bar.update,
+                                      distortion=distortion)
+            else:
+                from .fine_tune import extraction_fn
+
+                bad = compute_missing(module, jobs, [cache, activations], config.extraction_batch_size, bar.update,
+                                      features=extraction_fn(module, config.fine_tune_layers), distortion=distortion)
         log.info("%d bottlenecks created (%.1f images/s).", len(jobs) - len(bad), len(jobs) / (time.perf_counter() - t))
         bad = list({s.path: s for s in bad}.values())  # a failed distorted copy means its image failed
         # Every file with the same bad content is skipped too, not only the one that was decoded.
@@ -236,13 +281,12 @@ def _split_classes(classes: list[ImageClass], config: RetrainConfig) -> list[Cla
     return splits
 
 
-def load_sets(cache: BottleneckCache, splits: list[ClassSplit], digest_of, dim: int,
-              distortion=None, copies: int = 0) -> dict[str, SplitData]:
-    """The bottlenecks of every set, read in one pass over the cache.
+def set_entries(splits: list[ClassSplit], digest_of, distortion=None, copies: int = 0):
+    """set name -> (cache entries, class indices, image paths), in one fixed order.
 
     With a distortion, the training set has one row per distorted copy of each image.
     """
-    requests, labels, names = [], {}, {}
+    sets = {}
     for set_name in SETS:
         entries, ys, paths = [], [], []
         for index, split in enumerate(splits):
@@ -253,11 +297,73 @@ def load_sets(cache: BottleneckCache, splits: list[ClassSplit], digest_of, dim: 
                 entries += [Entry(digest, v) for v in variants]
                 ys += [index] * len(variants)
                 paths += [str(image.path)] * len(variants)
-        dtype = np.float16 if len(entries) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32
-        requests.append((entries, dtype))
-        labels[set_name], names[set_name] = np.asarray(ys, dtype=np.int32), paths
+        sets[set_name] = (entries, np.asarray(ys, dtype=np.int32), paths)
+    return sets
+
+
+def load_sets(cache: BottleneckCache, splits: list[ClassSplit], digest_of, dim: int,
+              distortion=None, copies: int = 0) -> dict[str, SplitData]:
+    """The bottlenecks of every set, read in one pass over the cache."""
+    sets = set_entries(splits, digest_of, distortion, copies)
+    requests = [(entries, np.float16 if len(entries) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32)
+                for entries, _ys, _paths in sets.values()]
     matrices = cache.matrices(requests)
-    return {s: SplitData(x=m, y=labels[s], names=names[s]) for s, m in zip(SETS, matrices)}
+    return {s: SplitData(x=m, y=sets[s][1], names=sets[s][2]) for s, m in zip(sets, matrices)}
+
+
+def _fine_tune(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, activations: BottleneckCache,
+               splits, digest_of, num_classes: int, test_pick):
+    """Fine-tune the top blocks; returns the result, the module to export and the test probabilities."""
+    from .fine_tune import ActivationSet, FineTuneSettings, activation_shape, classify, fine_tune, tuned_module
+
+    blocks = config.fine_tune_layers
+    copies = config.distorted_copies if config.distortion.active else 0
+    sets = set_entries(splits, digest_of, config.distortion if copies else None, copies)
+    shape = activation_shape(module.weights, blocks)
+    train_set, validation_set = (ActivationSet(activations, sets[s][0], sets[s][1], shape)
+                                 for s in ("training", "validation"))
+    test_entries, test_y, _paths = sets["testing"]
+    test_set = ActivationSet(activations, [test_entries[i] for i in test_pick], test_y[test_pick], shape)
+    settings = FineTuneSettings(
+        blocks=blocks, steps=config.fine_tune_steps, learning_rate=config.fine_tune_learning_rate,
+        batch_size=config.fine_tune_batch_size, dropout=config.dropout, label_smoothing=config.label_smoothing,
+        seed=config.random_seed,
+    )
+    log.info("Fine-tuning the top %d block(s) of the network: %d steps of %d images.", blocks, settings.steps,
+             settings.batch_size)
+    with Progress(settings.steps, "Fine-tuning", enabled=not config.quiet, interval_s=30) as bar:
+        result = fine_tune(module.weights, layer, train_set, validation_set, num_classes, settings, on_step=bar.update)
+    before, best = result.before, result.best
+    if before.validation_accuracy is None:
+        log.info("Fine-tuning done in %.0f s; no validation images to judge it by, so its last step is kept.",
+                 result.seconds)
+    elif result.helped:
+        log.info("Fine-tuning helped: validation accuracy %.1f%% -> %.1f%%, cross entropy %.4f -> %.4f "
+                 "(step %d kept, %.0f s).", before.validation_accuracy * 100, best.validation_accuracy * 100,
+                 before.validation_cross_entropy, best.validation_cross_entropy, best.step, result.seconds)
+    else:
+        log.info("Fine-tuning did not lower the validation cross-entropy (%.4f before); keeping the network as it "
+                 "was (validation accuracy %.1f%%).", before.validation_cross_entropy, before.validation_accuracy * 100)
+    probabilities = classify(result.weights, blocks, result.layer, test_set)
+    exported = tuned_module(module, result.weights, blocks) if result.helped else module
+    return result, exported, probabilities
+
+
+def _fine_tune_summary(config: RetrainConfig, tuned) -> dict:
+    return {
+        "blocks": config.fine_tune_layers,
+        "steps": config.fine_tune_steps,
+        "learning_rate": config.fine_tune_learning_rate,
+        "batch_size": config.fine_tune_batch_size,
+        "helped": tuned.helped,
+        "kept_step": tuned.best.step if tuned.helped else None,
+        "validation_accuracy_before": tuned.before.validation_accuracy,
+        "validation_accuracy_after": tuned.best.validation_accuracy,
+        "validation_cross_entropy_before": tuned.before.validation_cross_entropy,
+        "validation_cross_entropy_after": tuned.best.validation_cross_entropy,
+        "seconds": tuned.seconds,
+        "history": [dataclasses.asdict(point) for point in tuned.history],
+    }
 
 
 def export_all(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, labels: list[str],

@@ -66,6 +66,7 @@ class ReportData:
     train_accuracy: float | None = None
     validation_accuracy: float | None = None
     test_accuracy: float | None = None
+    fine_tune: Mapping[str, Any] | None = None  # what fine-tuning did, when it ran
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,6 +309,7 @@ def build_summary(data: ReportData, report_dir=None) -> dict:
         "misclassified": misclassified,
         "timings_s": {str(k): _round(v, 3) for k, v in data.timings.items()},
         "overfitting_warning": overfitting_warning(history),
+        "fine_tune": dict(data.fine_tune) if data.fine_tune else None,
     }
     return _jsonable(summary)
 
@@ -467,6 +469,15 @@ def human_summary(summary: Mapping[str, Any], worst: int = 3) -> list[str]:
             recall = stats.get("recall")
             recall_text = "n/a" if recall is None else f"{recall * 100:.0f}%"
             lines.append(f"  {label}: F1 {f1:.2f}, recall {recall_text} ({stats.get('support', 0)} test images)")
+    tuned = summary.get("fine_tune")
+    if tuned:
+        before, after = tuned["validation_accuracy_before"], tuned["validation_accuracy_after"]
+        if before is None:
+            lines.append("Fine-tuning ran without validation images, so its effect was not measured.")
+        else:
+            verdict = "kept" if tuned["helped"] else "not kept: it did not lower the validation cross-entropy"
+            lines.append(f"Fine-tuning {tuned['blocks']} block(s): validation accuracy {before * 100:.1f}% -> "
+                         f"{after * 100:.1f}% ({verdict}).")
     skipped = summary.get("skipped_count", len(summary.get("skipped", [])))
     if skipped:
         lines.append(f"Skipped {skipped} unreadable image{'s' if skipped != 1 else ''} (listed in {SUMMARY_FILE}).")
