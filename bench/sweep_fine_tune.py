@@ -37,6 +37,9 @@ SETTINGS = {
                                                      "--label_smoothing", "0.1", "--dropout", "0.5"],
     "1 block, lr 3e-4, smoothing 0.1, dropout 0.5": ["--fine_tune", "--fine_tune_learning_rate", "3e-4",
                                                      "--label_smoothing", "0.1", "--dropout", "0.5"],
+    "2 blocks, lr 1e-4, smoothing 0.1, dropout 0.5": ["--fine_tune", "--fine_tune_layers", "2",
+                                                      "--fine_tune_learning_rate", "1e-4",
+                                                      "--label_smoothing", "0.1", "--dropout", "0.5"],
 }
 
 

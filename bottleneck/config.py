@@ -82,7 +82,7 @@ class RetrainConfig:
     tflite_quantize: str = "none"
     fine_tune: bool = False
     fine_tune_layers: int = 1
-    fine_tune_steps: int = 1000
+    fine_tune_steps: int = 300
     fine_tune_learning_rate: float = 1e-4
     fine_tune_batch_size: int = 32
 
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
            "Inception-v3 with it (their input is cached once per image); kept only if validation improves.")
     a("--fine_tune_layers", type=int, default=1,
       help="How many of Inception-v3's top mixed blocks --fine_tune trains: 1 (mixed_10), 2 or 3.")
-    a("--fine_tune_steps", type=int, default=1000, help="How many fine-tuning steps to run.")
+    a("--fine_tune_steps", type=int, default=300, help="How many fine-tuning steps to run.")
     a("--fine_tune_learning_rate", type=float, default=1e-4, help="Adam's learning rate while fine-tuning.")
     a("--fine_tune_batch_size", type=int, default=32, help="How many images to fine-tune on at a time.")
     return p

@@ -41,7 +41,7 @@ EVALUATIONS = 20  # validation passes spread over a fine-tuning run
 @dataclass(frozen=True)
 class FineTuneSettings:
     blocks: int = 1  # how many of the top mixed blocks are trained
-    steps: int = 1000
+    steps: int = 300
     learning_rate: float = 1e-4  # Adam's; the new layer's own training uses a far larger one
     batch_size: int = 32
     dropout: float = 0.0  # on the bottleneck, while training only

@@ -331,6 +331,9 @@ def _fine_tune(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer
     )
     log.info("Fine-tuning the top %d block(s) of the network: %d steps of %d images.", blocks, settings.steps,
              settings.batch_size)
+    if settings.dropout == 0 and settings.label_smoothing == 0:
+        log.warning("Fine-tuning without --dropout or --label_smoothing seldom helps: the new layer already fits "
+                    "the training images, leaving almost no gradient (README: Fine-tuning).")
     with Progress(settings.steps, "Fine-tuning", enabled=not config.quiet, interval_s=30) as bar:
         result = fine_tune(module.weights, layer, train_set, validation_set, num_classes, settings, on_step=bar.update)
     before, best = result.before, result.best
