@@ -31,7 +31,7 @@ import numpy as np
 from . import inception_v3
 from .cache import BottleneckCache, Entry
 from .modules import FeatureModule
-from .train import TrainedLayer, balanced_sampler
+from .train import TrainedLayer, balanced_sampler, cross_entropy
 
 log = logging.getLogger("retrain")
 
@@ -172,7 +172,7 @@ def fine_tune(
         if len(validation.y):
             logits = predict_logits(infer, validation, settings.batch_size)
             point.validation_accuracy = float((logits.argmax(axis=1) == validation.y).mean())
-            point.validation_cross_entropy = _cross_entropy(logits, validation.y)
+            point.validation_cross_entropy = cross_entropy(logits, validation.y)
         return point
 
     def snapshot():
@@ -244,12 +244,6 @@ def tuned_module(module: FeatureModule, weights: dict[str, np.ndarray], blocks: 
         weights=weights,
         classic_cache_suffixes=(),
     )
-
-
-def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(y)), y].mean())
 
 
 def _log_point(point: FineTunePoint, when: str) -> None:

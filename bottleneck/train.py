@@ -195,14 +195,18 @@ def _targets(y: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
     return targets
 
 
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean softmax cross-entropy of ``logits`` against class indices ``y``."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(y)), y].mean())
+
+
 def _metrics(x, y, weights, biases):
     """Mean cross-entropy, accuracy and logits of a batch."""
     logits = x @ weights + biases
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-log_p[np.arange(len(y)), y].mean())
     accuracy = float((logits.argmax(axis=1) == y).mean())
-    return loss, accuracy, logits
+    return cross_entropy(logits, y), accuracy, logits
 
 
 class _BestSoFar:
