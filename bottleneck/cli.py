@@ -108,7 +108,6 @@ def retrain_main(argv) -> int:
 
 
 def label_image_main(argv) -> int:
-    import contextlib
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")

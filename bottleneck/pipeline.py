@@ -70,24 +70,20 @@ def retrain(config: RetrainConfig) -> RunResult:
         from .fine_tune import activation_cache
 
         activations = activation_cache(config.bottleneck_dir, module, config.fine_tune_layers, log.warning)
-    try:
-        digest_of, skipped = ensure_bottlenecks(config, module, cache, listing.classes, splits, activations)
-        timings["bottlenecks"] = time.perf_counter() - t
-        skipped_paths = {s.path for s in skipped}
-        if skipped_paths:  # split again over the readable images, so small classes keep their guarantee
-            readable = [ImageClass(c.label, c.folder, [im for im in c.images if im.path not in skipped_paths])
-                        for c in listing.classes]
-            splits = _split_classes(readable, config)
-        copies = config.distorted_copies if config.distortion.active else 0
-        data = load_sets(cache, splits, digest_of, module.bottleneck_size, config.distortion if copies else None,
-                         copies)
-    except BaseException:
-        if activations is not None:
-            activations.close()
-        raise
-    finally:
-        cache.close()
-    try:
+    try:  # the activations stay open through fine-tuning; the bottlenecks are all in memory after load_sets
+        try:
+            digest_of, skipped = ensure_bottlenecks(config, module, cache, listing.classes, splits, activations)
+            timings["bottlenecks"] = time.perf_counter() - t
+            skipped_paths = {s.path for s in skipped}
+            if skipped_paths:  # split again over the readable images, so small classes keep their guarantee
+                readable = [ImageClass(c.label, c.folder, [im for im in c.images if im.path not in skipped_paths])
+                            for c in listing.classes]
+                splits = _split_classes(readable, config)
+            copies = config.distorted_copies if config.distortion.active else 0
+            data = load_sets(cache, splits, digest_of, module.bottleneck_size,
+                             config.distortion if copies else None, copies)
+        finally:
+            cache.close()
         return _train_and_export(config, listing, labels, splits, digest_of, skipped, module, data, activations,
                                  timings, started)
     finally:
@@ -253,14 +249,13 @@ def ensure_bottlenecks(config, module: FeatureModule, cache: BottleneckCache, cl
     if jobs:
         t = time.perf_counter()
         with Progress(len(jobs), "Bottlenecks", enabled=not config.quiet) as bar:
-            if activations is None:
-                bad = compute_missing(module, jobs, cache, config.extraction_batch_size, bar.update,
-                                      distortion=distortion)
-            else:
+            stores, features = [cache], None
+            if activations is not None:  # one forward pass fills both caches
                 from .fine_tune import extraction_fn
 
-                bad = compute_missing(module, jobs, [cache, activations], config.extraction_batch_size, bar.update,
-                                      features=extraction_fn(module, config.fine_tune_layers), distortion=distortion)
+                stores, features = [cache, activations], extraction_fn(module, config.fine_tune_layers)
+            bad = compute_missing(module, jobs, stores, config.extraction_batch_size, bar.update,
+                                  features=features, distortion=distortion)
         log.info("%d bottlenecks created (%.1f images/s).", len(jobs) - len(bad), len(jobs) / (time.perf_counter() - t))
         bad = list({s.path: s for s in bad}.values())  # a failed distorted copy means its image failed
         # Every file with the same bad content is skipped too, not only the one that was decoded.
