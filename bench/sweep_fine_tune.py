@@ -10,7 +10,9 @@ split, seed and distortion flags (--flip_left_right --random_crop 10
 setting).  The first run computes the activations at the cut for every image
 and copy (about 6 minutes for flower_photos_dev); later runs reuse them.
 Prints validation accuracy before and after fine-tuning, whether the tuned
-network was kept, test accuracy and the fine-tuning time.
+network was kept, test accuracy and the fine-tuning time.  --bottleneck_layer
+is --preset best's mixed_9 unless given (fine-tune-2026-11-23.json was
+measured with mixed_10, before the preset took mixed_9).
 """
 import argparse
 import json
@@ -50,6 +52,7 @@ def main():
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--steps", type=int, default=300, help="--fine_tune_steps of every setting")
     p.add_argument("--setting", nargs="*", choices=sorted(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--bottleneck_layer", choices=("mixed_10", "mixed_9", "mixed_8"), default="mixed_9")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -60,12 +63,13 @@ def main():
             flags = ["--image_dir", args.image_dir, "--bottleneck_dir", args.bottleneck_dir,
                      "--model_dir", args.model_dir, "--output_graph", f"{tmp}/g.pb", "--output_labels", f"{tmp}/l.txt",
                      "--summaries_dir", f"{tmp}/logs", "--checkpoint_path", f"{tmp}/ckpt", "--quiet",
-                     "--fine_tune_steps", str(args.steps), *BASE, *SETTINGS[name]]
+                     "--fine_tune_steps", str(args.steps), "--bottleneck_layer", args.bottleneck_layer,
+                     *BASE, *SETTINGS[name]]
             started = time.perf_counter()
             result = retrain(config_from_args(build_parser().parse_args(flags)))
             tuned = result.summary["fine_tune"]
             row = {
-                "setting": name, "flags": SETTINGS[name],
+                "setting": name, "flags": SETTINGS[name], "bottleneck_layer": args.bottleneck_layer,
                 "validation_before": tuned["validation_accuracy_before"] if tuned else None,
                 "validation_after": tuned["validation_accuracy_after"] if tuned else result.summary["accuracy"]["validation"],
                 "kept": tuned["helped"] if tuned else None,

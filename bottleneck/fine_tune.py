@@ -40,7 +40,8 @@ EVALUATIONS = 20  # validation passes spread over a fine-tuning run
 
 @dataclass(frozen=True)
 class FineTuneSettings:
-    blocks: int = 1  # how many of the top mixed blocks are trained
+    blocks: int = 1  # how many mixed blocks, ending with top_block, are trained
+    top_block: str = inception_v3.CLASSIC_TOP_BLOCK  # the block averaged into the bottleneck
     steps: int = 300
     learning_rate: float = 1e-4  # Adam's; the new layer's own training uses a far larger one
     batch_size: int = 32
@@ -86,20 +87,25 @@ class FineTuneResult:
         return self.best.step >= 0
 
 
-def activation_shape(weights: dict[str, np.ndarray], blocks: int) -> tuple[int, int, int]:
-    """The shape of one image's activations at the cut before the last ``blocks`` blocks."""
+def activation_shape(weights: dict[str, np.ndarray], blocks: int,
+                     top: str = inception_v3.CLASSIC_TOP_BLOCK) -> tuple[int, int, int]:
+    """The shape of one image's activations at the cut before the ``blocks`` blocks ending with ``top``."""
     import tensorflow as tf
 
-    lower, _upper = inception_v3.split_network(weights, blocks)
+    lower, _upper = inception_v3.split_network(weights, blocks, top=top)
     spec = tf.TensorSpec([1, inception_v3.INPUT_SIZE, inception_v3.INPUT_SIZE, 3], tf.float32)
     return tuple(int(d) for d in tf.function(lower).get_concrete_function(spec).outputs[0].shape[1:])
 
 
 def activation_cache(directory, module: FeatureModule, blocks: int, log_warning=print) -> BottleneckCache:
-    """The cache of activations at the cut, beside the bottlenecks, keyed by module and cut."""
-    shape = activation_shape(module.weights, blocks)
-    cut = inception_v3.BLOCKS[len(inception_v3.BLOCKS) - blocks - 1]
-    identity = f"{module.identity}|activations:{cut}|float16"
+    """The cache of activations at the cut, beside the bottlenecks, keyed by network and cut.
+
+    The activations at a cut do not depend on which block the bottleneck is
+    averaged from, so runs with different --bottleneck_layer share them.
+    """
+    shape = activation_shape(module.weights, blocks, module.top_block)
+    cut = inception_v3.cut_block(module.top_block, blocks)
+    identity = f"{module.network_identity}|activations:{cut}|float16"
     return BottleneckCache(directory, identity, int(np.prod(shape)), log=log_warning, dtype="<f2")
 
 
@@ -107,7 +113,7 @@ def extraction_fn(module: FeatureModule, blocks: int):
     """images -> (bottlenecks, activations at the cut), from one pass through the network."""
     import tensorflow as tf
 
-    lower, upper = inception_v3.split_network(module.weights, blocks)
+    lower, upper = inception_v3.split_network(module.weights, blocks, top=module.top_block)
 
     def both(images):
         activations = lower(images)
@@ -136,12 +142,12 @@ def fine_tune(
     if settings.seed is not None:
         tf.random.set_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    names = inception_v3.tuned_parameter_names(weights, settings.blocks)
+    names = inception_v3.tuned_parameter_names(weights, settings.blocks, settings.top_block)
     variables = {name: tf.Variable(weights[name], name=name.replace("/", "_")) for name in names}
     head_w = tf.Variable(layer.weights, name="final_weights")
     head_b = tf.Variable(layer.biases, name="final_biases")
     trainable = [*variables.values(), head_w, head_b]
-    _lower, upper = inception_v3.split_network(weights, settings.blocks, variables)
+    _lower, upper = inception_v3.split_network(weights, settings.blocks, variables, settings.top_block)
     optimizer = tf.keras.optimizers.Adam(settings.learning_rate)
     spec = tf.TensorSpec([None, *train.shape], tf.float32)
 
@@ -218,11 +224,11 @@ def predict_logits(infer, data: ActivationSet, batch_size: int) -> np.ndarray:
 
 
 def classify(weights: dict[str, np.ndarray], blocks: int, layer: TrainedLayer, data: ActivationSet,
-             batch_size: int = 32) -> np.ndarray:
+             top: str = inception_v3.CLASSIC_TOP_BLOCK, batch_size: int = 32) -> np.ndarray:
     """Class probabilities for cached activations through (fine-tuned) top blocks and layer."""
     import tensorflow as tf
 
-    _lower, upper = inception_v3.split_network(weights, blocks)
+    _lower, upper = inception_v3.split_network(weights, blocks, top=top)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *data.shape], tf.float32)])
     def infer(activations):
@@ -234,13 +240,13 @@ def classify(weights: dict[str, np.ndarray], blocks: int, layer: TrainedLayer, d
 def tuned_module(module: FeatureModule, weights: dict[str, np.ndarray], blocks: int) -> FeatureModule:
     """The feature module whose top blocks carry the fine-tuned weights, for every export."""
     digest = hashlib.sha256()
-    for name in inception_v3.tuned_parameter_names(weights, blocks):
+    for name in inception_v3.tuned_parameter_names(weights, blocks, module.top_block):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(weights[name]).tobytes())
     return dataclasses.replace(
         module,
         identity=f"{module.identity}|fine-tuned:{digest.hexdigest()[:16]}",
-        features=inception_v3.build_feature_fn(weights),
+        features=inception_v3.build_feature_fn(weights, module.top_block),
         weights=weights,
         classic_cache_suffixes=(),
     )

@@ -154,31 +154,54 @@ BLOCKS = ("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed
           "mixed_8", "mixed_9", "mixed_10")
 # Cutting lower than mixed_8 would mean caching 17x17 grids of 768 channels and more per image.
 MAX_TUNED_BLOCKS = 3
+# The block whose output grid, averaged, is the bottleneck.  The classic script
+# used pool_3, the average over mixed_10; the average over mixed_9 measured
+# better for new classes (see bottleneck_size and the README's Accuracy section).
+CLASSIC_TOP_BLOCK = "mixed_10"
+TOP_BLOCKS = ("mixed_10", "mixed_9", "mixed_8")
 
 
-def build_feature_fn(weights: dict[str, np.ndarray]):
-    """Return f(images) -> [N, 2048] for float images in [0, 1] of size 299x299.
+def bottleneck_size(top: str = CLASSIC_TOP_BLOCK) -> int:
+    """Channels of ``top``'s output, hence the length of the bottleneck averaged from it."""
+    return {"mixed_10": 2048, "mixed_9": 2048, "mixed_8": 1280}[top]
+
+
+def build_feature_fn(weights: dict[str, np.ndarray], top: str = CLASSIC_TOP_BLOCK):
+    """Return f(images) -> [N, bottleneck_size(top)] for float images in [0, 1] of size 299x299.
 
     Call it inside a tf.function: the kernels become graph constants, so a
     frozen export needs no variables.
     """
-    lower, upper = split_network(weights, tuned_blocks=0)
+    lower, upper = split_network(weights, tuned_blocks=0, top=top)
     return lambda images: upper(lower(images))
 
 
-def tuned_parameter_names(weights: dict[str, np.ndarray], tuned_blocks: int) -> list[str]:
-    """The kernel and bias names of the last ``tuned_blocks`` mixed blocks."""
-    blocks = BLOCKS[len(BLOCKS) - tuned_blocks:] if tuned_blocks else ()
+def tuned_blocks_below(top: str, tuned_blocks: int) -> tuple[str, ...]:
+    """The ``tuned_blocks`` mixed blocks that end with ``top``."""
+    end = BLOCKS.index(top) + 1
+    return BLOCKS[end - tuned_blocks:end]
+
+
+def cut_block(top: str, tuned_blocks: int) -> str:
+    """The block whose output is the input of the tuned ones (the cached activations)."""
+    return BLOCKS[BLOCKS.index(top) - tuned_blocks]
+
+
+def tuned_parameter_names(weights: dict[str, np.ndarray], tuned_blocks: int,
+                          top: str = CLASSIC_TOP_BLOCK) -> list[str]:
+    """The kernel and bias names of the ``tuned_blocks`` mixed blocks that end with ``top``."""
+    blocks = tuned_blocks_below(top, tuned_blocks)
     return sorted(k for k in weights if k.split("/")[0] in blocks and k.endswith(("/kernel", "/bias")))
 
 
-def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None):
-    """Cut the network before its last ``tuned_blocks`` mixed blocks.
+def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None, top: str = CLASSIC_TOP_BLOCK):
+    """Cut the network before the ``tuned_blocks`` mixed blocks that end with ``top``.
 
     Returns ``(lower, upper)``: ``lower(images)`` gives the activations at the
-    cut (the pooled bottleneck's 8x8 grid when ``tuned_blocks`` is 0) and
-    ``upper(activations)`` runs the rest and the final pooling, so that
-    ``upper(lower(x))`` is the whole network.  ``params`` maps parameter names
+    cut (``top``'s 8x8 grid when ``tuned_blocks`` is 0) and
+    ``upper(activations)`` runs the tuned blocks and averages ``top``'s grid
+    into the bottleneck, so that ``upper(lower(x))`` is the whole network up to
+    ``top``; blocks above it are not built.  ``params`` maps parameter names
     to tensors (trainable variables while fine-tuning) that replace the stored
     arrays; batch-norm is folded into every convolution's bias, so it stays
     in inference mode whatever is trained.
@@ -188,6 +211,8 @@ def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None
     params = params or {}
     if not 0 <= tuned_blocks <= MAX_TUNED_BLOCKS:
         raise ValueError(f"tuned_blocks must be in 0..{MAX_TUNED_BLOCKS}, not {tuned_blocks}")
+    if top not in TOP_BLOCKS:
+        raise ValueError(f"top must be one of {TOP_BLOCKS}, not {top!r}")
 
     def value(name):
         # Arrays become constants inside the caller's graph, so a frozen export holds them as Const nodes.
@@ -241,7 +266,8 @@ def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None
     block_of["mixed_9"] = lambda x, n: block_e(x, n, avg3)
     # mixed_10 pools with MAX where mixed_9 averages: a quirk of the 2015 graph.
     block_of["mixed_10"] = lambda x, n: block_e(x, n, lambda t: tf.nn.max_pool2d(t, 3, 1, "SAME"))
-    cut = len(BLOCKS) - tuned_blocks
+    end = BLOCKS.index(top) + 1
+    cut = end - tuned_blocks
 
     def lower(images):
         x = (images * 255.0 - 128.0) / 128.0
@@ -257,9 +283,9 @@ def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None
         return x
 
     def upper(x):
-        for n in BLOCKS[cut:]:
+        for n in BLOCKS[cut:end]:
             x = block_of[n](x, n)
-        return tf.reduce_mean(x, axis=[1, 2])  # pool_3: 8x8 average over the last grid
+        return tf.reduce_mean(x, axis=[1, 2])  # 8x8 average over the top grid (pool_3 for mixed_10)
 
     return lower, upper
 

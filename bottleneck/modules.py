@@ -39,11 +39,19 @@ class FeatureModule:
     classic_cache_suffixes: tuple[str, ...]  # <image>_<suffix>.txt names of the classic text cache
     # The built-in network's arrays, which fine-tuning splits and trains; None for other modules.
     weights: dict | None = field(default=None, repr=False, compare=False)
+    # Built-in only: the mixed block averaged into the bottleneck (--bottleneck_layer).
+    top_block: str | None = None
+
+    @property
+    def network_identity(self) -> str:
+        """The identity of the network's weights and preprocessing, whichever block is the bottleneck."""
+        return self.identity.replace(f"|bottleneck:{self.top_block}", "")
 
 
-def load_module(spec: str, model_dir, log=print) -> FeatureModule:
+def load_module(spec: str, model_dir, log=print, top_block: str = inception_v3.CLASSIC_TOP_BLOCK) -> FeatureModule:
+    """The feature extractor named by ``spec``; ``top_block`` applies to the built-in Inception-v3 only."""
     if spec == BUILTIN_MODULE:
-        return _builtin(model_dir, log)
+        return _builtin(model_dir, log, top_block)
     if Path(spec).expanduser().is_dir():
         return _saved_model(Path(spec).expanduser())
     if re.match(r"^(https?|gs)://", spec) or re.match(r"^[\w.-]+/[\w.-]+(/[\w.-]+)*$", spec):
@@ -54,18 +62,22 @@ def load_module(spec: str, model_dir, log=print) -> FeatureModule:
     )
 
 
-def _builtin(model_dir, log) -> FeatureModule:
+def _builtin(model_dir, log, top_block: str) -> FeatureModule:
     weights = inception_v3.load_weights(inception_v3.ensure_weights(model_dir, log))
+    classic = top_block == inception_v3.CLASSIC_TOP_BLOCK
+    identity = f"{inception_v3.NAME}@sha256:{inception_v3.ARCHIVE_SHA256[:16]}|{PREPROCESSING}"
     return FeatureModule(
         spec=BUILTIN_MODULE,
-        identity=f"{inception_v3.NAME}@sha256:{inception_v3.ARCHIVE_SHA256[:16]}|{PREPROCESSING}",
+        # The classic bottleneck keeps the identity it always had, so existing caches stay valid.
+        identity=identity if classic else f"{identity}|bottleneck:{top_block}",
         height=inception_v3.INPUT_SIZE,
         width=inception_v3.INPUT_SIZE,
-        bottleneck_size=inception_v3.BOTTLENECK_SIZE,
-        features=inception_v3.build_feature_fn(weights),
-        # The older retrain.py named its text files <image>_inception_v3.txt for this very graph.
-        classic_cache_suffixes=("inception_v3",),
+        bottleneck_size=inception_v3.bottleneck_size(top_block),
+        features=inception_v3.build_feature_fn(weights, top_block),
+        # The older retrain.py named its text files <image>_inception_v3.txt for this very graph (pool_3).
+        classic_cache_suffixes=("inception_v3",) if classic else (),
         weights=weights,
+        top_block=top_block,
     )
 
 

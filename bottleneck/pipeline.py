@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import inception_v3
 from .cache import PLAIN, BottleneckCache, Entry, import_classic_text
 from .config import RetrainConfig
 from .errors import EXIT_FAILURE, EXIT_OK, UserError
@@ -60,7 +61,7 @@ def retrain(config: RetrainConfig) -> RunResult:
     timings["walk"] = time.perf_counter() - started
 
     t = time.perf_counter()
-    module = load_module(config.tfhub_module, config.model_dir, log=log.info)
+    module = load_module(config.tfhub_module, config.model_dir, log=log.info, top_block=config.bottleneck_layer)
     timings["load_module"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -314,17 +315,18 @@ def _fine_tune(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer
     blocks = config.fine_tune_layers
     copies = config.distorted_copies if config.distortion.active else 0
     sets = set_entries(splits, digest_of, config.distortion if copies else None, copies)
-    shape = activation_shape(module.weights, blocks)
+    shape = activation_shape(module.weights, blocks, module.top_block)
     train_set, validation_set = (ActivationSet(activations, sets[s][0], sets[s][1], shape)
                                  for s in ("training", "validation"))
     test_entries, test_y, _paths = sets["testing"]
     test_set = ActivationSet(activations, [test_entries[i] for i in test_pick], test_y[test_pick], shape)
     settings = FineTuneSettings(
-        blocks=blocks, steps=config.fine_tune_steps, learning_rate=config.fine_tune_learning_rate,
+        blocks=blocks, top_block=module.top_block, steps=config.fine_tune_steps, learning_rate=config.fine_tune_learning_rate,
         batch_size=config.fine_tune_batch_size, dropout=config.dropout, label_smoothing=config.label_smoothing,
         seed=config.random_seed,
     )
-    log.info("Fine-tuning the top %d block(s) of the network: %d steps of %d images.", blocks, settings.steps,
+    log.info("Fine-tuning %s with the new layer: %d steps of %d images.",
+             " and ".join(inception_v3.tuned_blocks_below(module.top_block, blocks)), settings.steps,
              settings.batch_size)
     if settings.dropout == 0 and settings.label_smoothing == 0:
         log.warning("Fine-tuning without --dropout or --label_smoothing seldom helps: the new layer already fits "
@@ -342,7 +344,7 @@ def _fine_tune(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer
     else:
         log.info("Fine-tuning did not lower the validation cross-entropy (%.4f before); keeping the network as it "
                  "was (validation accuracy %.1f%%).", before.validation_cross_entropy, before.validation_accuracy * 100)
-    probabilities = classify(result.weights, blocks, result.layer, test_set)
+    probabilities = classify(result.weights, blocks, result.layer, test_set, module.top_block)
     exported = tuned_module(module, result.weights, blocks) if result.helped else module
     return result, exported, probabilities
 

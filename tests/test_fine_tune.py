@@ -60,18 +60,33 @@ def graph_outputs(graph_path: Path, images: np.ndarray):
         return session.run(["bottleneck:0", "final_result:0"], {"Placeholder:0": images})
 
 
+@pytest.mark.parametrize("top", ["mixed_10", "mixed_9", "mixed_8"])
 @pytest.mark.parametrize("blocks", [1, 2, 3])
-def test_the_split_network_is_the_whole_network(weights, blocks):
+def test_the_split_network_is_the_whole_network(weights, blocks, top):
     import tensorflow as tf
 
     from bottleneck import inception_v3
 
     images = tf.constant(golden_images()[:2].astype(np.float32) / 255.0)
-    lower, upper = inception_v3.split_network(weights, blocks)
-    whole = inception_v3.build_feature_fn(weights)(images)
+    lower, upper = inception_v3.split_network(weights, blocks, top=top)
+    whole = inception_v3.build_feature_fn(weights, top)(images)
+    assert whole.shape == (2, inception_v3.bottleneck_size(top))
     np.testing.assert_allclose(upper(lower(images)).numpy(), whole.numpy(), atol=1e-4)
-    tuned = inception_v3.tuned_parameter_names(weights, blocks)
-    assert {name.split("/")[0] for name in tuned} == set(inception_v3.BLOCKS[-blocks:])
+    tuned = inception_v3.tuned_parameter_names(weights, blocks, top)
+    end = inception_v3.BLOCKS.index(top) + 1
+    assert {name.split("/")[0] for name in tuned} == set(inception_v3.BLOCKS[end - blocks:end])
+
+
+def test_a_lower_bottleneck_layer_averages_that_blocks_output(weights):
+    """mixed_9's bottleneck is the mean of the grid the classic network feeds into mixed_10."""
+    import tensorflow as tf
+
+    from bottleneck import inception_v3
+
+    images = tf.constant(golden_images()[:2].astype(np.float32) / 255.0)
+    below_mixed_10, _ = inception_v3.split_network(weights, 1)
+    expected = tf.reduce_mean(below_mixed_10(images), axis=[1, 2]).numpy()
+    np.testing.assert_allclose(inception_v3.build_feature_fn(weights, "mixed_9")(images).numpy(), expected, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +165,45 @@ def test_fine_tuning_that_hurts_validation_is_not_kept(tuned_run, tmp_path, samp
     np.testing.assert_allclose(bottlenecks, golden, atol=1e-4)
 
 
+def test_fine_tuning_below_a_mixed_9_bottleneck(tmp_path, sample, shared_cache, weights, inception_model_dir,
+                                                caplog_module):
+    """With --bottleneck_layer mixed_9 the graph ends at mixed_9's average (mixed_10 is not in it at all) and
+    fine-tuning trains mixed_9; a run that hurts validation exports the untouched mixed_9 network."""
+    import tensorflow as tf
+
+    from bottleneck import inception_v3
+
+    images = golden_images().astype(np.float32) / 255.0
+    mixed_9 = inception_v3.build_feature_fn(weights, "mixed_9")(tf.constant(images)).numpy()
+    caplog_module.clear()
+    hurt = tmp_path / "hurt"
+    config, result = run_retrain(hurt, sample, shared_cache, inception_model_dir, "--bottleneck_layer=mixed_9",
+                                 "--validation_percentage=25", "--fine_tune_steps=4", "--fine_tune_learning_rate=1.0")
+    assert result.summary["fine_tune"]["helped"] is False
+    assert any(line.startswith("Fine-tuning mixed_9 with the new layer") for line in caplog_module), caplog_module
+    bottlenecks, _scores = graph_outputs(hurt / "graph.pb", images)
+    np.testing.assert_allclose(bottlenecks, mixed_9, atol=1e-4)
+    classic_graph = tmp_path / "classic.pb"
+    run_retrain(tmp_path, sample, shared_cache, inception_model_dir, f"--output_graph={classic_graph}",
+                "--fine_tune_steps=1")
+    mixed_10_bytes = sum(weights[k].nbytes for k in inception_v3.tuned_parameter_names(weights, 1))
+    assert (hurt / "graph.pb").stat().st_size < classic_graph.stat().st_size - 0.9 * mixed_10_bytes
+
+    tuned = tmp_path / "tuned"
+    run_retrain(tuned, sample, shared_cache, inception_model_dir, "--bottleneck_layer=mixed_9",
+                "--validation_percentage=0", "--testing_percentage=20", "--fine_tune_steps=4",
+                "--fine_tune_learning_rate=0.001")
+    bottlenecks, _scores = graph_outputs(tuned / "graph.pb", images)
+    assert np.abs(bottlenecks - mixed_9).max() > 1e-3
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--fine_tune_layers=4"], "--fine_tune_layers must be between 1 and 3"),
     (["--tfhub_module=https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"],
      "--fine_tune works with the built-in"),
     (["--fine_tune_steps=0"], "--fine_tune_steps must be positive"),
+    (["--bottleneck_layer=mixed_9", "--tfhub_module=google/imagenet/mobilenet_v2_100_224/feature_vector/5"],
+     "--bottleneck_layer chooses a block of the built-in"),
 ])
 def test_bad_fine_tune_flags_end_with_one_sentence(tmp_path, sample, flags, message):
     command = [sys.executable, "retrain.py", f"--image_dir={sample}", "--fine_tune", *flags]

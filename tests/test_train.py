@@ -59,3 +59,12 @@ def test_presets_set_options_and_explicit_flags_still_win():
     assert (best.optimizer, best.learning_rate) == ("adam", 0.001)
     assert parse("--preset=best", "--learning_rate=0.05").learning_rate == 0.05
     assert parse("--preset=best", "--optimizer=momentum").optimizer == "momentum"
+
+
+def test_the_best_preset_takes_mixed_9_as_bottleneck_for_the_built_in_network_only():
+    parse = lambda *a: config_from_args(build_parser().parse_args(["--image_dir=x", *a]))  # noqa: E731
+    assert parse().bottleneck_layer == "mixed_10"  # the classic pool_3
+    assert parse("--preset=best").bottleneck_layer == "mixed_9"
+    assert parse("--preset=best", "--bottleneck_layer=mixed_10").bottleneck_layer == "mixed_10"
+    hub = "--tfhub_module=https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+    assert parse("--preset=best", hub).bottleneck_layer == "mixed_10"  # another network has no mixed_9
