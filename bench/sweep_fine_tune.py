@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bottleneck.config import build_parser, config_from_args  # noqa: E402
-from bottleneck.inception_v3 import default_model_dir  # noqa: E402
+from bottleneck.inception_v3 import TOP_BLOCKS, default_model_dir  # noqa: E402
 from bottleneck.pipeline import retrain  # noqa: E402
 
 BASE = ["--preset", "best", "--flip_left_right", "--random_crop", "10", "--random_scale", "10",
@@ -52,7 +52,7 @@ def main():
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--steps", type=int, default=300, help="--fine_tune_steps of every setting")
     p.add_argument("--setting", nargs="*", choices=sorted(SETTINGS), default=list(SETTINGS))
-    p.add_argument("--bottleneck_layer", choices=("mixed_10", "mixed_9", "mixed_8"), default="mixed_9")
+    p.add_argument("--bottleneck_layer", choices=TOP_BLOCKS, default="mixed_9")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)

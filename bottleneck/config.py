@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from .inception_v3 import default_model_dir
+from .inception_v3 import CLASSIC_TOP_BLOCK, TOP_BLOCKS, default_model_dir
 
 BUILTIN_MODULE = "inception_v3"
 
@@ -34,7 +34,7 @@ LOGGING_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 # ten-fold cross-validated accuracy over all 1,000 images (bench/sweep_bottleneck_layer.py).
 PRESETS = {
     "classic": {"optimizer": "sgd", "learning_rate": 0.01, "label_smoothing": 0.0, "dropout": 0.0,
-                "weight_decay": 0.0, "early_stopping_patience": 0, "bottleneck_layer": "mixed_10"},
+                "weight_decay": 0.0, "early_stopping_patience": 0, "bottleneck_layer": CLASSIC_TOP_BLOCK},
     "best": {"optimizer": "adam", "learning_rate": 0.001, "label_smoothing": 0.0, "dropout": 0.0,
              "weight_decay": 0.0, "early_stopping_patience": 0, "bottleneck_layer": "mixed_9"},
 }
@@ -82,7 +82,7 @@ class RetrainConfig:
     early_stopping_patience: int = 0
     tflite_output: Path | None = None
     tflite_quantize: str = "none"
-    bottleneck_layer: str = "mixed_10"  # built-in Inception-v3: the block averaged into the bottleneck
+    bottleneck_layer: str = CLASSIC_TOP_BLOCK  # built-in Inception-v3: the block averaged into the bottleneck
     fine_tune: bool = False
     fine_tune_layers: int = 1
     fine_tune_steps: int = 300
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tflite_quantize", choices=("none", "float16", "dynamic", "int8"), default="none",
       help="How the TFLite model is quantized: none (float32), float16 weights, dynamic-range int8 weights, or "
            "int8 weights and activations calibrated on up to 100 training images (int8 input and output).")
-    a("--bottleneck_layer", choices=("mixed_10", "mixed_9", "mixed_8"), default=None,
+    a("--bottleneck_layer", choices=TOP_BLOCKS, default=None,
       help="Built-in Inception-v3 only: the block whose averaged output is the bottleneck. mixed_10 is the "
            "classic pool_3 (default); mixed_9, one block lower, transfers better to new classes (--preset best).")
     a("--fine_tune", default=False, action="store_true",
@@ -245,9 +245,9 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
     if options["weight_decay"] < 0 or options["early_stopping_patience"] < 0:
         raise UserError("--weight_decay and --early_stopping_patience cannot be negative.")
     if (module or BUILTIN_MODULE) != BUILTIN_MODULE:
-        if args.bottleneck_layer not in (None, "mixed_10"):
+        if args.bottleneck_layer not in (None, CLASSIC_TOP_BLOCK):
             raise UserError("--bottleneck_layer chooses a block of the built-in --tfhub_module inception_v3 only.")
-        options["bottleneck_layer"] = "mixed_10"  # a preset's choice has no meaning for another network
+        options["bottleneck_layer"] = CLASSIC_TOP_BLOCK  # a preset's choice has no meaning for another network
     if args.fine_tune:
         from .inception_v3 import MAX_TUNED_BLOCKS
 

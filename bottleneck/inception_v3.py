@@ -266,8 +266,8 @@ def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None
     block_of["mixed_9"] = lambda x, n: block_e(x, n, avg3)
     # mixed_10 pools with MAX where mixed_9 averages: a quirk of the 2015 graph.
     block_of["mixed_10"] = lambda x, n: block_e(x, n, lambda t: tf.nn.max_pool2d(t, 3, 1, "SAME"))
-    end = BLOCKS.index(top) + 1
-    cut = end - tuned_blocks
+    tuned = tuned_blocks_below(top, tuned_blocks)
+    frozen = BLOCKS[:BLOCKS.index(top) + 1 - tuned_blocks]
 
     def lower(images):
         x = (images * 255.0 - 128.0) / 128.0
@@ -278,12 +278,12 @@ def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None
         x = conv(x, "conv_3")
         x = conv(x, "conv_4")
         x = max3_s2(x)
-        for n in BLOCKS[:cut]:
+        for n in frozen:
             x = block_of[n](x, n)
         return x
 
     def upper(x):
-        for n in BLOCKS[cut:end]:
+        for n in tuned:
             x = block_of[n](x, n)
         return tf.reduce_mean(x, axis=[1, 2])  # 8x8 average over the top grid (pool_3 for mixed_10)
 
