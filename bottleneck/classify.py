@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import EXIT_OK, EXIT_USAGE, UserError
 from .images import BadImage, is_candidate, load_for_model
+from .metrics import confusion_matrix
 
 DEFAULT_SIZE = 299
 DEFAULT_LABELS = "/tmp/output_labels.txt"
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="label_image.py",
         description="Classify images with a graph trained by retrain.py.",
-        epilog="Exit codes: 0 every image classified, 2 usage error or an image that could not be read, 1 other failure.",
+        epilog="Exit codes: 0 every image classified, 2 usage error or an image that could not be read, "
+               "1 other failure.",
     )
     p.add_argument("images", nargs="*", help="Image files or folders (walked recursively).")
     p.add_argument("--image", action="append", default=[], help="Image to be processed (may be repeated).")
@@ -279,8 +281,7 @@ def print_evaluation(predictions, truth: dict[Path, int], labels: list[str]) -> 
         raise UserError("No image could be classified, so there is nothing to evaluate.")
     true_a, pred_a = np.array(true), np.array(predicted)
     print(f"Accuracy = {(true_a == pred_a).mean() * 100:.1f}% (N={len(true)})")
-    matrix = np.zeros((len(labels), len(labels)), dtype=int)
-    np.add.at(matrix, (true_a, pred_a), 1)
+    matrix = confusion_matrix(true_a, pred_a, len(labels))
     width = max(8, *(len(label) for label in labels))
     print("Confusion matrix (rows: true class, columns: predicted):")
     print(" " * width + "".join(f" {label[:width]:>{width}}" for label in labels))

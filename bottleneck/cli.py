@@ -1,65 +1,106 @@
-"""Process-level concerns of the two commands: logging, TensorFlow's noise, errors to exit codes."""
+"""The command line of retrain.py and label_image.py: flags, logging, errors to exit codes.
+
+retrain.py's flags are built from ``settings.py``, group by group, so their
+defaults and help texts are written once, there.  Flag names, meanings and
+defaults follow the last classic TensorFlow-Hub ``retrain.py`` (and its
+predecessor's ``--architecture``), so command lines that people already have
+keep working.
+"""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
 import sys
-import tempfile
+from pathlib import Path
 
-from .errors import EXIT_FAILURE, EXIT_USAGE, UserError
+from .errors import EXIT_FAILURE, EXIT_OK, UserError
+from .modules import BUILTIN_MODULE
+from .quiet import quiet_tensorflow
+from .settings import PRESETS, RetrainConfig, settings_fields, validate, with_flags
 
-_TF_LOG_LEVEL = {"DEBUG": "0", "INFO": "2", "WARN": "2", "ERROR": "2", "FATAL": "3"}
+# The older script's --architecture names, mapped to the module they meant.
+ARCHITECTURES = {
+    "inception_v3": BUILTIN_MODULE,
+}
+for _version, _hub in (("1.0", "100"), ("0.75", "075"), ("0.50", "050"), ("0.25", "025")):
+    for _size in (224, 192, 160, 128):
+        ARCHITECTURES[f"mobilenet_{_version}_{_size}"] = (
+            f"https://tfhub.dev/google/imagenet/mobilenet_v1_{_hub}_{_size}/feature_vector/1"
+        )
+
+_TYPES = {"int": int, "float": float, "str": str}
 
 
-def quiet_tensorflow(verbosity: str = "INFO") -> None:
-    """Import TensorFlow without its start-up chatter (CUDA probes and the like) unless DEBUG is asked for.
+def build_parser() -> argparse.ArgumentParser:
+    """retrain.py's flags, one argument group per settings group.
 
-    Some of those lines are written by native code straight to file descriptor 2
-    before TensorFlow's own log level applies, so stderr is parked in a
-    temporary file while TensorFlow loads and looks for devices.  What it said
-    is replayed when the import fails or when --logging_verbosity=DEBUG.
+    No flag has an argparse default: only the flags given end up in the
+    namespace, so that a --preset can fill in the rest before the defaults do.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_LOG_LEVEL.get(verbosity, "2"))
-    if "tensorflow" in sys.modules:
-        return
-    with parked_stderr(replay=verbosity == "DEBUG"):
-        import tensorflow as tf
+    p = argparse.ArgumentParser(
+        prog="retrain.py",
+        description="Retrain the top layer of a pre-trained image network on your own classes.",
+        epilog="Exit codes: 0 success, 2 usage or input error, 1 other failure.",
+        argument_default=argparse.SUPPRESS,
+    )
+    defaults = RetrainConfig()
+    presettable = {flag for values in PRESETS.values() for flag in values}
+    groups = {}
+    for group, field, flag in settings_fields():
+        if group not in groups:
+            groups[group] = p.add_argument_group(type(getattr(defaults, group)).__doc__)
+        default = getattr(getattr(defaults, group), field.name)
+        help_text = field.metadata["help"]
+        if not (default is None or default is False or default == ""):
+            help_text += f" (default: {default}" + (", or the --preset's)" if flag in presettable else ")")
+        options = dict(field.metadata["argparse"])
+        if field.type == "bool":
+            options["action"] = "store_true"
+        else:
+            options.setdefault("type", _TYPES.get(field.type.split(" | ")[0], str))
+        groups[group].add_argument(f"--{flag}", help=help_text, **options)
+        if flag == "tfhub_module":
+            groups[group].add_argument(
+                "--architecture", help="Older name for the module choice: 'inception_v3' or "
+                "'mobilenet_<1.0|0.75|0.50|0.25>_<size>'.")
+        if flag == "how_many_training_steps":
+            groups[group].add_argument(
+                "--preset", choices=sorted(PRESETS),
+                help="A measured combination of the training options and --bottleneck_layer; flags given "
+                "explicitly still win.")
+    return p
 
-        tf.get_logger().setLevel(logging.DEBUG if verbosity == "DEBUG" else logging.ERROR)
-        gpus = tf.config.list_physical_devices("GPU")  # the CUDA probe also speaks here
-    log = logging.getLogger("retrain")
-    if gpus:  # TensorFlow places the network on the first GPU by itself; say that it will
-        log.info("Using GPU: %s", ", ".join(gpu.name for gpu in gpus))
-    else:
-        log.debug("TensorFlow %s; no GPU found, using the CPU.", tf.__version__)
 
-
-@contextlib.contextmanager
-def parked_stderr(replay: bool = False):
-    """Park file descriptor 2 in a temporary file while native code chats.
-
-    What was said is replayed when the block fails, or always with ``replay``.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as parked:
-        os.dup2(parked.fileno(), 2)
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed or replay:
-                parked.seek(0)
-                sys.stderr.write(parked.read().decode("utf-8", "replace"))
+def config_from_args(args: argparse.Namespace) -> RetrainConfig:
+    """Turn parsed flags into the checked configuration; raises UserError for inconsistent values."""
+    given = dict(vars(args))
+    preset = dict(PRESETS[given.pop("preset", "classic")])
+    architecture = given.pop("architecture", None)
+    if architecture:
+        if architecture not in ARCHITECTURES:
+            raise UserError(
+                f"Unknown --architecture '{architecture}'; use inception_v3 or mobilenet_<version>_<size>, "
+                "or name a module with --tfhub_module."
+            )
+        if given.get("tfhub_module", ARCHITECTURES[architecture]) != ARCHITECTURES[architecture]:
+            raise UserError("--architecture and --tfhub_module name different modules; give only one.")
+        given["tfhub_module"] = ARCHITECTURES[architecture]
+    if given.get("tfhub_module", BUILTIN_MODULE) != BUILTIN_MODULE:
+        preset.pop("bottleneck_layer", None)  # a preset's block has no meaning for another network
+    types = {flag: field.type for _group, field, flag in settings_fields()}
+    for flag, value in given.items():
+        if "Path" in types[flag]:  # an empty optional path means "not asked for"
+            given[flag] = Path(value) if value else None
+    config = with_flags(RetrainConfig(), {**preset, **given})
+    validate(config)
+    return config
 
 
 def setup_logging(verbosity: str) -> None:
-    level = {"WARN": logging.WARNING, "FATAL": logging.CRITICAL}.get(verbosity, getattr(logging, verbosity, logging.INFO))
+    named = {"WARN": logging.WARNING, "FATAL": logging.CRITICAL}
+    level = named.get(verbosity, getattr(logging, verbosity, logging.INFO))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
     ours = logging.getLogger("retrain")
@@ -91,18 +132,23 @@ def run_guarded(prog: str, body) -> int:
 
 
 def retrain_main(argv) -> int:
-    from .config import build_parser, config_from_args
-
     args = build_parser().parse_args(argv)
-    verbosity = "WARN" if args.quiet and args.logging_verbosity in ("DEBUG", "INFO") else args.logging_verbosity
+    verbosity = getattr(args, "logging_verbosity", "INFO")
+    if getattr(args, "quiet", False) and verbosity in ("DEBUG", "INFO"):
+        verbosity = "WARN"
     setup_logging(verbosity)
     quiet_tensorflow(verbosity)
 
     def body():
         config = config_from_args(args)
-        from .pipeline import run
+        from .pipeline import retrain
+        from .report import human_summary
 
-        return run(config)
+        summary = retrain(config).summary
+        # The short human summary is the command's result: stdout, even with --quiet.
+        for line in human_summary(summary):
+            print(line)
+        return EXIT_OK
 
     return run_guarded("retrain.py", body)
 
@@ -111,12 +157,26 @@ def label_image_main(argv) -> int:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")
-    from .classify import build_parser, run
+    from .classify import build_parser as build_label_image_parser
+    from .classify import run
 
-    args = build_parser().parse_args(argv)
+    args = build_label_image_parser().parse_args(argv)
     setup_logging("WARN")
     quiet_tensorflow("WARN")
     return run_guarded("label_image.py", lambda: run(args))
 
 
-__all__ = ["retrain_main", "label_image_main", "EXIT_USAGE"]
+def prepare_model_main(argv) -> int:
+    """``python -m bottleneck prepare-model [--model_dir DIR]``: obtain and convert the built-in model now."""
+    from .inception_v3 import default_model_dir, ensure_weights
+
+    parser = argparse.ArgumentParser(prog="python -m bottleneck prepare-model",
+                                     description="Obtain and convert the built-in Inception-v3 weights (once).")
+    parser.add_argument("--model_dir", default=str(default_model_dir()))
+    args = parser.parse_args(argv)
+
+    def body():
+        print(f"Built-in Inception-v3 ready: {ensure_weights(args.model_dir)}")
+        return EXIT_OK
+
+    return run_guarded("prepare-model", body)

@@ -1,65 +1,75 @@
-"""Write what a run produces: the frozen graph, the labels file, the SavedModel, the checkpoint.
+"""Write what a run produces: the frozen graph, the labels file, the SavedModel, the TFLite model, the checkpoint.
 
-(The TFLite model is written by ``tflite.py``.)  The SavedModel's serving signatures are
-described in ``write_saved_model``.
-
-The frozen graph keeps the classic contract: input ``Placeholder`` (float32
-[None, H, W, 3], values in [0, 1], already resized), the bottleneck vector as
-``bottleneck`` and the softmax as ``<final_tensor_name>``, so the classic
-``label_image.py --input_layer=Placeholder --output_layer=final_result`` works.
-Every file is written beside its target and renamed into place.
+``export_all`` writes them all or none: every file is written beside its
+target and renamed into place only when all of them were written, so a failed
+run leaves the previous outputs as they were.  The graph itself is defined in
+``graph.py`` (the classic ``Placeholder`` -> ``final_result`` contract, so the
+classic ``label_image.py --input_layer=Placeholder --output_layer=final_result``
+works); the SavedModel's serving signatures are described in
+``write_saved_model``; the TFLite conversion lives in ``tflite.py``.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from .atomic import defer, write_bytes_atomic, write_text_atomic
-from .errors import UserError
+from .atomic import all_or_nothing, defer, write_bytes_atomic, write_text_atomic
+from .errors import EXIT_FAILURE, UserError
+from .graph import classifier_fn, frozen_graph_def
 from .modules import FeatureModule
+from .settings import ExportSettings
+from .tflite import write_tflite
+from .train import TrainedLayer
 
-INPUT_NAME = "Placeholder"
-BOTTLENECK_NAME = "bottleneck"
+log = logging.getLogger("retrain")
+
 # The SavedModel's signatures: encoded image bytes (TensorFlow Serving's default) and decoded pixels.
 SERVING_BYTES = "serving_default"
 SERVING_IMAGES = "serving_images"
 
 
-def classifier_fn(module: FeatureModule, weights, biases, final_tensor_name: str):
-    """images in [0, 1] -> softmax scores, naming the classic tensors along the way.
+def export_all(settings: ExportSettings, module: FeatureModule, layer: TrainedLayer, labels: list[str],
+               training_paths=()) -> None:
+    """Write every output, or none; ``training_paths`` are the images an int8 TFLite model is calibrated on."""
+    if settings.saved_model_dir:  # refuse a folder that is not ours before any output is replaced
+        check_saved_model_dir(settings.saved_model_dir)
+    try:
+        with all_or_nothing():
+            write_frozen_graph(settings.output_graph, module, layer.weights, layer.biases, settings.final_tensor_name)
+            log.info("Saved the trained graph to %s", settings.output_graph)
+            write_labels(settings.output_labels, labels)
+            log.info("Saved the labels to %s", settings.output_labels)
+            if settings.saved_model_dir:
+                write_saved_model(settings.saved_model_dir, module, layer.weights, layer.biases, labels,
+                                  settings.final_tensor_name)
+                log.info("Saved the SavedModel to %s", settings.saved_model_dir)
+            if settings.tflite_output:
+                size = write_tflite(settings.tflite_output, module, layer.weights, layer.biases, labels,
+                                    settings.tflite_quantize, training_paths, settings.final_tensor_name)
+                log.info("Saved the TFLite model (%s, %.1f MB) to %s", settings.tflite_quantize, size / 1e6,
+                         settings.tflite_output)
+            write_checkpoint(settings.checkpoint_path, layer.weights, layer.biases)
+    except OSError as exc:
+        raise UserError(f"Could not write the outputs: {exc.strerror or exc} ({exc.filename}).",
+                        exit_code=EXIT_FAILURE) from None
 
-    NumPy weights become constants of the traced graph; variables stay variables.
-    """
-    import tensorflow as tf
 
-    def classify(images):
-        features = tf.identity(module.features(images), name=BOTTLENECK_NAME)
-        w = tf.constant(weights, name="final_weights") if isinstance(weights, np.ndarray) else weights
-        b = tf.constant(biases, name="final_biases") if isinstance(biases, np.ndarray) else biases
-        return tf.nn.softmax(tf.matmul(features, w) + b, name=final_tensor_name)
+def intermediate_saver(settings: ExportSettings, module: FeatureModule, labels: list[str]):
+    """A training callback that writes the graph every --intermediate_store_frequency steps, or None."""
+    every = settings.intermediate_store_frequency
+    if not every:
+        return None
 
-    return classify
+    def save(step, weights, biases):
+        if step > 0 and step % every == 0:
+            path = settings.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
+            write_frozen_graph(path, module, weights.copy(), biases.copy(), settings.final_tensor_name)
+            write_labels(settings.output_labels, labels)
+            log.info("Save intermediate result to : %s", path)
 
-
-def frozen_graph_def(module: FeatureModule, weights: np.ndarray, biases: np.ndarray, final_tensor_name: str):
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    fn = tf.function(classifier_fn(module, weights, biases, final_tensor_name)).get_concrete_function(
-        tf.TensorSpec([None, module.height, module.width, 3], tf.float32, name=INPUT_NAME)
-    )
-    if fn.captured_inputs:  # a module with variables (TF-Hub, SavedModel): fold them into constants
-        graph_def = convert_variables_to_constants_v2(fn).graph.as_graph_def()
-    else:  # the built-in network is constants already; skipping the conversion saves seconds per run
-        graph_def = fn.graph.as_graph_def()
-    names = {node.name for node in graph_def.node}
-    for required in (INPUT_NAME, BOTTLENECK_NAME, final_tensor_name):
-        if required not in names:
-            raise RuntimeError(f"frozen graph lacks the tensor '{required}'")
-    return graph_def
+    return save
 
 
 def write_frozen_graph(path, module, weights, biases, final_tensor_name) -> None:

@@ -5,8 +5,8 @@ has to improve a working classifier.  The network below the tuned blocks stays
 frozen, and its output (the activations at the cut, e.g. mixed_9's 8x8x2048
 grid for one block) is computed once per image and distorted copy and cached
 beside the bottlenecks, as float16.  A fine-tuning step therefore runs only
-the tuned blocks, forwards and backwards: about 50 images/s for one block on
-2 CPU cores, where the whole network forwards alone manages 11.  Batches are
+the tuned blocks, forwards and backwards, several times faster than a forward
+pass through the whole network.  Batches are
 read from the cache one at a time, so the memory needed does not grow with
 the data set.  Batch-norm was folded into each convolution when the model was
 converted, so it is in inference mode by construction.  TensorFlow puts the
@@ -31,23 +31,15 @@ import numpy as np
 from . import inception_v3
 from .cache import BottleneckCache, Entry
 from .modules import FeatureModule
+from .progress import Progress
+from .sets import set_entries
+from .settings import FineTuneSettings, RetrainConfig, TrainSettings
+from .split import ClassSplit
 from .train import TrainedLayer, balanced_sampler, cross_entropy
 
 log = logging.getLogger("retrain")
 
 EVALUATIONS = 20  # validation passes spread over a fine-tuning run
-
-
-@dataclass(frozen=True)
-class FineTuneSettings:
-    blocks: int = 1  # how many mixed blocks, ending with top_block, are trained
-    top_block: str = inception_v3.CLASSIC_TOP_BLOCK  # the block averaged into the bottleneck
-    steps: int = 300
-    learning_rate: float = 1e-4  # Adam's; the new layer's own training uses a far larger one
-    batch_size: int = 32
-    dropout: float = 0.0  # on the bottleneck, while training only
-    label_smoothing: float = 0.0
-    seed: int | None = None
 
 
 @dataclass
@@ -129,39 +121,43 @@ def fine_tune(
     validation: ActivationSet,
     num_classes: int,
     settings: FineTuneSettings,
+    new_layer: TrainSettings,
+    top_block: str,
     on_step=None,
     on_evaluation=None,
 ) -> FineTuneResult:
-    """Train the top ``settings.blocks`` blocks and the new layer together, with Adam.
+    """Train the top ``settings.blocks`` blocks (ending with ``top_block``) and the new layer together, with Adam.
+
+    The new layer's regularisation (dropout, label smoothing) and seed come from ``new_layer``.
 
     ``on_step()`` is called after every step, ``on_evaluation(point)`` after each validation pass.
     """
     import tensorflow as tf
 
     started = time.perf_counter()
-    if settings.seed is not None:
-        tf.random.set_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    names = inception_v3.tuned_parameter_names(weights, settings.blocks, settings.top_block)
+    if new_layer.seed is not None:
+        tf.random.set_seed(new_layer.seed)
+    rng = np.random.default_rng(new_layer.seed)
+    names = inception_v3.tuned_parameter_names(weights, settings.blocks, top_block)
     variables = {name: tf.Variable(weights[name], name=name.replace("/", "_")) for name in names}
     head_w = tf.Variable(layer.weights, name="final_weights")
     head_b = tf.Variable(layer.biases, name="final_biases")
     trainable = [*variables.values(), head_w, head_b]
-    _lower, upper = inception_v3.split_network(weights, settings.blocks, variables, settings.top_block)
+    _lower, upper = inception_v3.split_network(weights, settings.blocks, variables, top_block)
     optimizer = tf.keras.optimizers.Adam(settings.learning_rate)
     spec = tf.TensorSpec([None, *train.shape], tf.float32)
 
     def logits_of(activations, training):
         features = upper(activations)
-        if training and settings.dropout > 0:
-            features = tf.nn.dropout(features, rate=settings.dropout)
+        if training and new_layer.dropout > 0:
+            features = tf.nn.dropout(features, rate=new_layer.dropout)
         return tf.matmul(features, head_w) + head_b
 
     @tf.function(input_signature=[spec, tf.TensorSpec([None], tf.int32)])
     def train_step(activations, labels):
         targets = tf.one_hot(labels, num_classes)
-        if settings.label_smoothing > 0:
-            targets = targets * (1.0 - settings.label_smoothing) + settings.label_smoothing / num_classes
+        if new_layer.label_smoothing > 0:
+            targets = targets * (1.0 - new_layer.label_smoothing) + new_layer.label_smoothing / num_classes
         with tf.GradientTape() as tape:
             logits = logits_of(activations, training=True)
             loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(targets, logits))
@@ -260,3 +256,57 @@ def _log_point(point: FineTunePoint, when: str) -> None:
     if point.validation_accuracy is not None:
         log.info("%s: Fine-tune %s: Validation accuracy = %.1f%%, cross entropy = %f", now, when,
                  point.validation_accuracy * 100, point.validation_cross_entropy)
+
+
+def run(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, activations: BottleneckCache,
+        splits: list[ClassSplit], digest_of, num_classes: int, test_pick: np.ndarray):
+    """Fine-tune within a run; returns the result, the module to export and the test images' probabilities."""
+    blocks, training = config.fine_tune.blocks, config.training
+    sets = set_entries(splits, digest_of, config.bottlenecks.distortion, config.bottlenecks.copies)
+    shape = activation_shape(module.weights, blocks, module.top_block)
+    train_set, validation_set = (ActivationSet(activations, sets[s][0], sets[s][1], shape)
+                                 for s in ("training", "validation"))
+    test_entries, test_y, _paths = sets["testing"]
+    test_set = ActivationSet(activations, [test_entries[i] for i in test_pick], test_y[test_pick], shape)
+    settings = config.fine_tune
+    log.info("Fine-tuning %s with the new layer: %d steps of %d images.",
+             " and ".join(inception_v3.tuned_blocks_below(module.top_block, blocks)), settings.steps,
+             settings.batch_size)
+    if training.dropout == 0 and training.label_smoothing == 0:
+        log.warning("Fine-tuning without --dropout or --label_smoothing seldom helps: the new layer already fits "
+                    "the training images, leaving almost no gradient (docs/fine-tuning.md).")
+    with Progress(settings.steps, "Fine-tuning", enabled=not config.run.quiet, interval_s=30) as bar:
+        result = fine_tune(module.weights, layer, train_set, validation_set, num_classes, settings, training,
+                           module.top_block, on_step=bar.update)
+    before, best = result.before, result.best
+    if before.validation_accuracy is None:
+        log.info("Fine-tuning done in %.0f s; no validation images to judge it by, so its last step is kept.",
+                 result.seconds)
+    elif result.helped:
+        log.info("Fine-tuning helped: validation accuracy %.1f%% -> %.1f%%, cross entropy %.4f -> %.4f "
+                 "(step %d kept, %.0f s).", before.validation_accuracy * 100, best.validation_accuracy * 100,
+                 before.validation_cross_entropy, best.validation_cross_entropy, best.step, result.seconds)
+    else:
+        log.info("Fine-tuning did not lower the validation cross-entropy (%.4f before); keeping the network as it "
+                 "was (validation accuracy %.1f%%).", before.validation_cross_entropy, before.validation_accuracy * 100)
+    probabilities = classify(result.weights, blocks, result.layer, test_set, module.top_block)
+    exported = tuned_module(module, result.weights, blocks) if result.helped else module
+    return result, exported, probabilities
+
+
+def summary(settings: FineTuneSettings, tuned: FineTuneResult) -> dict:
+    """What summary.json says about a fine-tuning run."""
+    return {
+        "blocks": settings.blocks,
+        "steps": settings.steps,
+        "learning_rate": settings.learning_rate,
+        "batch_size": settings.batch_size,
+        "helped": tuned.helped,
+        "kept_step": tuned.best.step if tuned.helped else None,
+        "validation_accuracy_before": tuned.before.validation_accuracy,
+        "validation_accuracy_after": tuned.best.validation_accuracy,
+        "validation_cross_entropy_before": tuned.before.validation_cross_entropy,
+        "validation_cross_entropy_after": tuned.best.validation_cross_entropy,
+        "seconds": tuned.seconds,
+        "history": [dataclasses.asdict(point) for point in tuned.history],
+    }

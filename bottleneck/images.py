@@ -81,8 +81,7 @@ def load_for_model(path_or_bytes, height: int, width: int) -> np.ndarray:
     The 2015 Inception-v3 graph (and the classic retrain.py) resized with
     TensorFlow's legacy ResizeBilinear: no antialiasing, no half-pixel
     centres.  Reproducing it keeps our bottlenecks those of the classic tool,
-    and it measured better than an antialiased resize (84.4% against 82.7%
-    test accuracy on flower_photos_dev, five seeds each).
+    and it measured better than an antialiased resize (docs/model.md).
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .cache import file_digest
+from .digest import file_digest
 from .errors import UserError
 
 NAME = "inception-2015-12-05"
@@ -156,7 +156,7 @@ BLOCKS = ("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed
 MAX_TUNED_BLOCKS = 3
 # The block whose output grid, averaged, is the bottleneck.  The classic script
 # used pool_3, the average over mixed_10; the average over mixed_9 measured
-# better for new classes (see bottleneck_size and the README's Accuracy section).
+# better for new classes (docs/accuracy.md).
 CLASSIC_TOP_BLOCK = "mixed_10"
 TOP_BLOCKS = ("mixed_10", "mixed_9", "mixed_8")
 
@@ -234,50 +234,69 @@ def split_network(weights: dict[str, np.ndarray], tuned_blocks: int, params=None
     def max3_s2(x):
         return tf.nn.max_pool2d(x, 3, 2, "VALID")
 
-    def block_a(x, n):
+    # The mixed blocks are the paper's modules (Szegedy et al., "Rethinking the Inception Architecture
+    # for Computer Vision", 2015); each branch is named as the 2015 graph names its convolutions.
+
+    def inception_a(x, n):  # 35x35 grid, 5x5 factorised into two 3x3 (the paper's figure 5)
+        branch1x1 = conv(x, f"{n}/conv")
+        branch5x5 = chain(x, f"{n}/tower", 2)  # 1x1 -> 5x5
+        branch3x3dbl = chain(x, f"{n}/tower_1", 3)  # 1x1 -> 3x3 -> 3x3
+        branch_pool = conv(avg3(x), f"{n}/tower_2/conv")
+        return tf.concat([branch1x1, branch5x5, branch3x3dbl, branch_pool], axis=3)
+
+    def reduction_a(x, n):  # 35x35 -> 17x17
+        branch3x3 = conv(x, f"{n}/conv")  # 3x3, stride 2
+        branch3x3dbl = chain(x, f"{n}/tower", 3)  # 1x1 -> 3x3 -> 3x3, stride 2
+        return tf.concat([branch3x3, branch3x3dbl, max3_s2(x)], axis=3)
+
+    def inception_b(x, n):  # 17x17 grid, 7x7 factorised into 1x7 and 7x1 (figure 6)
+        branch1x1 = conv(x, f"{n}/conv")
+        branch7x7 = chain(x, f"{n}/tower", 3)  # 1x1 -> 1x7 -> 7x1
+        branch7x7dbl = chain(x, f"{n}/tower_1", 5)  # 1x1 -> 7x1 -> 1x7 -> 7x1 -> 1x7
+        branch_pool = conv(avg3(x), f"{n}/tower_2/conv")
+        return tf.concat([branch1x1, branch7x7, branch7x7dbl, branch_pool], axis=3)
+
+    def reduction_b(x, n):  # 17x17 -> 8x8
+        branch3x3 = chain(x, f"{n}/tower", 2)  # 1x1 -> 3x3, stride 2
+        branch7x7x3 = chain(x, f"{n}/tower_1", 4)  # 1x1 -> 1x7 -> 7x1 -> 3x3, stride 2
+        return tf.concat([branch3x3, branch7x7x3, max3_s2(x)], axis=3)
+
+    def inception_c(x, n, pool):  # 8x8 grid, expanded filter bank (figure 7)
+        branch1x1 = conv(x, f"{n}/conv")
+        branch3x3 = conv(x, f"{n}/tower_conv")
+        branch3x3dbl = conv(conv(x, f"{n}/tower_1_conv"), f"{n}/tower_1_conv_1")
         return tf.concat(
-            [conv(x, f"{n}/conv"), chain(x, f"{n}/tower", 2), chain(x, f"{n}/tower_1", 3),
-             conv(avg3(x), f"{n}/tower_2/conv")], axis=3)
-
-    def block_b(x, n):
-        return tf.concat([conv(x, f"{n}/conv"), chain(x, f"{n}/tower", 3), max3_s2(x)], axis=3)
-
-    def block_c(x, n):
-        return tf.concat(
-            [conv(x, f"{n}/conv"), chain(x, f"{n}/tower", 3), chain(x, f"{n}/tower_1", 5),
-             conv(avg3(x), f"{n}/tower_2/conv")], axis=3)
-
-    def block_d(x, n):
-        return tf.concat([chain(x, f"{n}/tower", 2), chain(x, f"{n}/tower_1", 4), max3_s2(x)], axis=3)
-
-    def block_e(x, n, pool):
-        a = conv(x, f"{n}/tower_conv")
-        b = conv(conv(x, f"{n}/tower_1_conv"), f"{n}/tower_1_conv_1")
-        return tf.concat(
-            [conv(x, f"{n}/conv"),
-             conv(a, f"{n}/tower_mixed_conv"), conv(a, f"{n}/tower_mixed_conv_1"),
-             conv(b, f"{n}/tower_1_mixed_conv"), conv(b, f"{n}/tower_1_mixed_conv_1"),
+            [branch1x1,
+             conv(branch3x3, f"{n}/tower_mixed_conv"), conv(branch3x3, f"{n}/tower_mixed_conv_1"),  # 1x3, 3x1
+             conv(branch3x3dbl, f"{n}/tower_1_mixed_conv"), conv(branch3x3dbl, f"{n}/tower_1_mixed_conv_1"),
              conv(pool(x), f"{n}/tower_2_conv")], axis=3)
 
-    block_of = {n: block_a for n in BLOCKS[:3]}
-    block_of["mixed_3"] = block_b
-    block_of.update({n: block_c for n in BLOCKS[4:8]})
-    block_of["mixed_8"] = block_d
-    block_of["mixed_9"] = lambda x, n: block_e(x, n, avg3)
-    # mixed_10 pools with MAX where mixed_9 averages: a quirk of the 2015 graph.
-    block_of["mixed_10"] = lambda x, n: block_e(x, n, lambda t: tf.nn.max_pool2d(t, 3, 1, "SAME"))
+    block_of = {
+        "mixed": inception_a,  # mixed 0: 35 x 35 x 256
+        "mixed_1": inception_a,  # mixed 1: 35 x 35 x 288
+        "mixed_2": inception_a,  # mixed 2: 35 x 35 x 288
+        "mixed_3": reduction_a,  # mixed 3: 17 x 17 x 768
+        "mixed_4": inception_b,  # mixed 4: 17 x 17 x 768
+        "mixed_5": inception_b,  # mixed 5: 17 x 17 x 768
+        "mixed_6": inception_b,  # mixed 6: 17 x 17 x 768
+        "mixed_7": inception_b,  # mixed 7: 17 x 17 x 768
+        "mixed_8": reduction_b,  # mixed 8: 8 x 8 x 1280
+        "mixed_9": lambda x, n: inception_c(x, n, avg3),  # mixed 9: 8 x 8 x 2048
+        # mixed 10: 8 x 8 x 2048; it pools with MAX where mixed_9 averages, a quirk of the 2015 graph.
+        "mixed_10": lambda x, n: inception_c(x, n, lambda t: tf.nn.max_pool2d(t, 3, 1, "SAME")),
+    }
     tuned = tuned_blocks_below(top, tuned_blocks)
     frozen = BLOCKS[:BLOCKS.index(top) + 1 - tuned_blocks]
 
-    def lower(images):
+    def lower(images):  # 299 x 299 x 3 in [0, 1]
         x = (images * 255.0 - 128.0) / 128.0
-        x = conv(x, "conv")
-        x = conv(x, "conv_1")
-        x = conv(x, "conv_2")
-        x = max3_s2(x)
-        x = conv(x, "conv_3")
-        x = conv(x, "conv_4")
-        x = max3_s2(x)
+        x = conv(x, "conv")  # 149 x 149 x 32
+        x = conv(x, "conv_1")  # 147 x 147 x 32
+        x = conv(x, "conv_2")  # 147 x 147 x 64
+        x = max3_s2(x)  # 73 x 73 x 64
+        x = conv(x, "conv_3")  # 73 x 73 x 80
+        x = conv(x, "conv_4")  # 71 x 71 x 192
+        x = max3_s2(x)  # 35 x 35 x 192
         for n in frozen:
             x = block_of[n](x, n)
         return x
@@ -299,23 +318,3 @@ def _tf_padding(weights, name):
     if int(weights[f"{name}/stride"]) == 1 and (ph, pw) == ((kh - 1) // 2, (kw - 1) // 2):
         return "SAME"
     return [[0, 0], [ph, ph], [pw, pw], [0, 0]]
-
-
-def main(argv=None) -> int:
-    """``python -m bottleneck.inception_v3 [--model_dir DIR]``: obtain and convert the model now."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Obtain and convert the built-in Inception-v3 weights (once).")
-    parser.add_argument("--model_dir", default=str(default_model_dir()))
-    args = parser.parse_args(argv)
-    try:
-        path = ensure_weights(args.model_dir)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(f"Built-in Inception-v3 ready: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

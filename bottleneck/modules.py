@@ -12,17 +12,18 @@ normalisation, so the rest of the tool always feeds [0, 1] RGB images.
 """
 from __future__ import annotations
 
-import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import inception_v3
-from .config import BUILTIN_MODULE
+from .digest import folder_digest
 from .errors import UserError
+
+BUILTIN_MODULE = "inception_v3"  # the --tfhub_module value of the network this tool ships
 
 # Bump when the way images become model input changes: cached bottlenecks are keyed on it.
 PREPROCESSING = "pil-rgb-exif-draft-legacy-bilinear-v2"
@@ -90,7 +91,7 @@ def _saved_model(path: Path) -> FeatureModule:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TensorFlow raises many types for a broken model
         raise UserError(f"Could not load the SavedModel in '{path}': {_first_line(exc)}") from None
-    return _from_loaded(loaded, spec=str(path), identity=f"savedmodel:{_folder_digest(path)}|{PREPROCESSING}",
+    return _from_loaded(loaded, spec=str(path), identity=f"savedmodel:{folder_digest(path)[:16]}|{PREPROCESSING}",
                         hint=path.name, classic=(classic_module_name(str(path)),))
 
 
@@ -98,7 +99,8 @@ def _hub(handle: str) -> FeatureModule:
     try:
         import tensorflow_hub as hub
     except ImportError:
-        raise UserError("Loading TF-Hub modules needs the tensorflow-hub package (pip install tensorflow-hub).") from None
+        raise UserError(
+            "Loading TF-Hub modules needs the tensorflow-hub package (pip install tensorflow-hub).") from None
     try:
         loaded = hub.load(handle)
     except Exception as exc:  # no network, unknown handle, unsupported format...
@@ -161,7 +163,8 @@ def _find_call(loaded, spec):
 
 def _expected_size(call, hint: str) -> tuple[int, int]:
     """The input size that the module declares, else the one its name announces (TF-Hub's convention)."""
-    for fn in getattr(getattr(call, "__call__", None), "concrete_functions", []) or []:
+    # A restored module's __call__ is a tf.function whose traced signatures name the input size.
+    for fn in getattr(getattr(call, "__call__", None), "concrete_functions", []) or []:  # noqa: B004
         spec = fn.structured_input_signature[0]
         if spec and getattr(spec[0], "shape", None) is not None and len(spec[0].shape) == 4:
             h, w = spec[0].shape[1], spec[0].shape[2]
@@ -172,17 +175,6 @@ def _expected_size(call, hint: str) -> tuple[int, int]:
         size = int(match.group(1))
         return size, size
     return (299, 299) if "inception" in hint.lower() else (224, 224)
-
-
-def _folder_digest(path: Path) -> str:
-    """A digest of the SavedModel's files, so a changed model never reuses old bottlenecks."""
-    h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(file.relative_to(path).as_posix().encode())
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _first_line(exc: BaseException) -> str:

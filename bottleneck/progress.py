@@ -123,7 +123,7 @@ class Progress:
             else:
                 self._write(self.plain_line(now, final=True, failed=failed) + "\n")
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -76,3 +76,15 @@ def split_class(
             moved.append(f"moved {image.name} from {donor} to {set_name}")
     note = f"Class '{image_class.label}' has only {n} images: " + "; ".join(moved) + "." if moved else None
     return split, note
+
+
+def split_classes(classes: list[ImageClass], validation_percentage: float, testing_percentage: float,
+                  warn=print) -> list[ClassSplit]:
+    """Every class split; ``warn`` hears about classes too small for every set."""
+    splits = []
+    for image_class in classes:
+        split, note = split_class(image_class, validation_percentage, testing_percentage)
+        if note:
+            warn(note)
+        splits.append(split)
+    return splits

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_bytes_atomic
-from .cli import parked_stderr
 from .errors import UserError
-from .export import classifier_fn
+from .graph import classifier_fn
 from .modules import FeatureModule
+from .quiet import parked_stderr
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 LABELS_METADATA = "labels"

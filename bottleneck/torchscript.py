@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+
 import numpy as np
 
 _STORAGE_DTYPES = {

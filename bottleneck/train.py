@@ -2,7 +2,9 @@
 
 Batches are drawn class-balanced, as the classic script did (a class at
 random, then an image of that class at random).  The layer is small enough
-that NumPy with single-threaded BLAS runs 4,000 steps in about a second.
+that NumPy with single-threaded BLAS trains it in seconds, faster than a
+framework's per-step overhead would allow; fine-tuning, which runs convolutions,
+uses TensorFlow instead (``fine_tune.py``).
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+
+from .settings import TrainSettings
 
 log = logging.getLogger("retrain")
 
@@ -40,24 +44,6 @@ class TrainedLayer:
     biases: np.ndarray  # [C]
     history: list[EvalPoint] = field(default_factory=list)
     best_step: int | None = None  # set when early stopping kept an earlier step's weights
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    steps: int = 4000
-    learning_rate: float = 0.01
-    batch_size: int = 100
-    eval_step_interval: int = 10
-    validation_batch_size: int = 100
-    seed: int | None = None
-    optimizer: str = "sgd"  # sgd (the classic), momentum (0.9) or adam
-    label_smoothing: float = 0.0
-    dropout: float = 0.0  # on the bottleneck, while training only
-    weight_decay: float = 0.0  # L2 on the weights, added to the loss
-    early_stopping_patience: int = 0  # evaluations without a better validation cross-entropy; 0: off
-
-
-OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
 def balanced_sampler(labels: np.ndarray, num_classes: int, rng: np.random.Generator):
@@ -96,11 +82,11 @@ def train_layer(
     """Train a fully-connected softmax layer on ``train``; plain gradient descent by default.
 
     Why NumPy and not a TensorFlow graph: a step is two [100 x 2048] x [2048 x C]
-    products, so per-op overhead is everything.  Measured on 2 cores, 4,000
-    steps took 4-5 s as one XLA-compiled loop and 1.3 s here, and TensorFlow's
-    thread pools slowed by 3-5x more on a busy machine, where single-threaded
-    BLAS does not.  ``on_step(step, steps_done, weights, biases)`` is called
-    after every step that ends a chunk (evaluations and ``store_every``).
+    products, so per-op overhead is everything: it measured faster than one
+    XLA-compiled loop (docs/performance.md), and TensorFlow's thread pools slow
+    down far more on a busy machine than single-threaded BLAS does.
+    ``on_step(step, steps_done, weights, biases)`` is called after every step
+    that ends a chunk (evaluations and ``store_every``).
     """
     from threadpoolctl import threadpool_limits
 

@@ -1,6 +1,6 @@
 """Find the classes and their images under --image_dir.
 
-Rules (also in the README):
+Rules (also in docs/data.md):
 - every non-hidden sub-folder of --image_dir is a class; its label is the folder
   name lower-cased with each run of characters other than letters and digits
   (of any script) turned into one space, as the classic script did for ASCII;

@@ -1,4 +1,4 @@
-"""Issue 4, inputs: whole retrain.py runs (tiny module, in-process) on messy image folders.
+"""Bad inputs: whole retrain.py runs (tiny module, in-process) on messy image folders.
 
 Image-level decoding is covered by test_images.py; here the cases go through a
 full run.  One "messy" folder holds nearly every case at once (a run costs a
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_dataset, retrain_args, the_error, write_photo
 from PIL import Image
 
 import bottleneck.pipeline as pipeline
 from bottleneck.cli import retrain_main
 from bottleneck.split import SETS, split_class
 from bottleneck.walk import ImageClass, ImageFile, label_for_folder, list_images
-from conftest import make_dataset, retrain_args, the_error, write_photo
 
 STEPS = 10
 

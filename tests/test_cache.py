@@ -3,11 +3,11 @@ import sqlite3
 
 import numpy as np
 import pytest
+from conftest import TINY_DIM, make_dataset, retrain_args, write_photo
 
 from bottleneck.cache import DB_NAME, BottleneckCache, Entry
 from bottleneck.cli import retrain_main
 from bottleneck.modules import classic_module_name
-from conftest import TINY_DIM, make_dataset, retrain_args, write_photo
 
 
 def _to_compute(log: str) -> int:
@@ -89,7 +89,7 @@ def test_classic_text_bottlenecks_are_imported(tmp_path, tiny_module, caplog):
     truth = _vectors(elsewhere)
     bottleneck_dir = tmp_path / "out" / "bottlenecks"
     suffix = classic_module_name(str(tiny_module))
-    from bottleneck.cache import file_digest
+    from bottleneck.digest import file_digest
 
     for path in sorted(images.rglob("*.jpg"))[:7]:
         vector = np.frombuffer(truth[(file_digest(path), "")], dtype="<f4")

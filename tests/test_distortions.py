@@ -3,10 +3,10 @@ import re
 
 import numpy as np
 import pytest
+from conftest import make_dataset, retrain_args
 
 from bottleneck.cli import retrain_main
 from bottleneck.distort import Distortion
-from conftest import make_dataset, retrain_args
 
 
 def test_no_distortion_is_the_identity_resize():

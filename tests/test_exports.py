@@ -1,4 +1,4 @@
-"""Issue 6, exports: the SavedModel's two serving signatures and the TFLite variants, on the tiny module.
+"""Exports: the SavedModel's two serving signatures and the TFLite variants, on the tiny module.
 
 One small synthetic training set is trained once per TFLite variant (the
 bottleneck cache is shared, so only the first run computes bottlenecks); every
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CLASS_COLOURS, ROOT, TINY_SIZE, make_dataset, retrain_args, write_photo
 from PIL import Image
 
 from bottleneck import export, tflite
@@ -19,7 +20,6 @@ from bottleneck.classify import load_graph
 from bottleneck.cli import label_image_main, retrain_main
 from bottleneck.errors import UserError
 from bottleneck.images import load_for_model
-from conftest import CLASS_COLOURS, ROOT, TINY_SIZE, make_dataset, retrain_args, write_photo
 
 LABELS = ["blue", "green", "red"]
 VARIANTS = tflite.QUANTIZATIONS  # none (float32), float16, dynamic, int8

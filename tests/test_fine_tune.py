@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, import_frozen_graph, the_error
 from golden_inputs import golden_images
 
@@ -40,7 +39,7 @@ def shared_cache(tmp_path_factory):
 
 
 def run_retrain(out: Path, image_dir: Path, cache: Path, model_dir: Path, *extra: str):
-    from bottleneck.config import build_parser, config_from_args
+    from bottleneck.cli import build_parser, config_from_args
     from bottleneck.pipeline import retrain
 
     args = build_parser().parse_args([
@@ -124,7 +123,7 @@ def test_the_exported_graph_carries_the_fine_tuned_weights(tuned_run, sample, we
     from bottleneck.walk import list_images
 
     out, config, result = tuned_run
-    summary = json.loads((config.resolved_report_dir / "summary.json").read_text())
+    summary = json.loads((config.report_dir / "summary.json").read_text())
     assert summary["fine_tune"]["helped"] and summary["fine_tune"]["blocks"] == 1
     assert summary["fine_tune"]["validation_accuracy_before"] is None  # nothing to judge by: last step kept
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from PIL import JpegImagePlugin
+from PIL import Image, JpegImagePlugin
 
 from bottleneck import images
 from bottleneck.images import BadImage, is_candidate, load_for_model, open_rgb

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, import_frozen_graph
 from golden_inputs import golden_images
 

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from golden_inputs import golden_images
 
 GOLDEN = Path(__file__).parent / "fixtures" / "inception_v3_golden.npz"

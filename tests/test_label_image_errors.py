@@ -1,4 +1,4 @@
-"""Issue 4, label_image.py: bad images are reported one by one; bad graphs and labels are one sentence."""
+"""label_image.py errors: bad images are reported one by one; bad graphs and labels are one sentence."""
 from __future__ import annotations
 
 import contextlib
@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, make_dataset, retrain_args, write_photo
 
 from bottleneck.cli import label_image_main, retrain_main
-from conftest import ROOT, make_dataset, retrain_args, write_photo
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
 
@@ -258,6 +258,7 @@ def test_label_image_process_reports_bad_images_on_stderr_without_noise(trained,
     )
     assert result.returncode == 2
     # stderr holds the one error line: no traceback, no TensorFlow start-up chatter.
-    assert result.stderr.splitlines() == [f"label_image.py: error: cannot classify {bad}: not an image (looks like text)"]
+    expected = f"label_image.py: error: cannot classify {bad}: not an image (looks like text)"
+    assert result.stderr.splitlines() == [expected]
     lines = result.stdout.splitlines()
     assert lines[0] == str(good) and lines[1].split()[0] == "green"

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bottleneck.metrics import confusion_matrix, per_class_metrics
 from bottleneck.report import (
     CONFUSION_FILE,
     CURVES_FILE,
     SUMMARY_FILE,
     ReportData,
     build_summary,
-    confusion_matrix,
     human_summary,
     overfitting_warning,
-    per_class_metrics,
     write_report,
 )
 
@@ -69,7 +68,8 @@ def overfitting_history(steps=4000, every=10, seed=0):
         t = step / steps
         p_train = min(0.999, 0.5 + 0.5 * t ** 0.5)
         p_val = 0.88 - 0.5 * math.exp(-10 * t) - 0.2 * max(0.0, t - 0.5) ** 1.0
-        history.append(Point(step, rng.binomial(100, p_train) / 100, 1.0 - 0.9 * t, rng.binomial(100, p_val) / 100, 100))
+        history.append(Point(step, rng.binomial(100, p_train) / 100, 1.0 - 0.9 * t, rng.binomial(100, p_val) / 100,
+                             100))
     return history
 
 
@@ -186,7 +186,8 @@ def test_accuracies_are_derived_when_not_given(tmp_path):
 
 def test_undefined_metrics_are_null_in_json(tmp_path):
     # Class c has no test images and is never predicted.
-    summary = write_report(tmp_path, report_data(test_true=[0, 1, 1], test_predicted=[0, 1, 0], test_names=["x", "y", "z"]))
+    data = report_data(test_true=[0, 1, 1], test_predicted=[0, 1, 0], test_names=["x", "y", "z"])
+    summary = write_report(tmp_path, data)
     c = json.loads((tmp_path / SUMMARY_FILE).read_text())["per_class"]["c"]
     assert c == {"precision": None, "recall": None, "f1": None, "support": 0, "predicted": 0}
     assert summary["per_class"]["b"]["recall"] == 0.5
@@ -319,7 +320,8 @@ def test_human_summary_lines(tmp_path):
     # a: recall 1, b: recall 1/3, c: recall 2/3
     true = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     pred = [0, 0, 0, 1, 0, 2, 2, 2, 0]
-    summary = build_summary(report_data(test_true=true, test_predicted=pred, test_names=[str(i) for i in range(9)]), tmp_path)
+    data = report_data(test_true=true, test_predicted=pred, test_names=[str(i) for i in range(9)])
+    summary = build_summary(data, tmp_path)
     lines = human_summary(summary, worst=2)
     text = "\n".join(lines)
     assert lines[0] == "Test accuracy: 66.7% (N=9)"

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, write_photo
 
 from bottleneck.cli import label_image_main, retrain_main
-from conftest import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, write_photo
 
 
 @pytest.fixture

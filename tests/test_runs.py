@@ -1,4 +1,4 @@
-"""Issue 4, runs: exit codes, atomic outputs, SIGKILL, overlapping runs, folders the user names.
+"""Runs: exit codes, atomic outputs, SIGKILL, overlapping runs, folders the user names.
 
 Most runs are in-process (bottleneck.cli.retrain_main); real processes are used
 only where a process matters: SIGKILL at several points, and two runs at once.
@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, make_dataset, retrain_args, the_error, write_photo
 
 from bottleneck import atomic
 from bottleneck.cli import retrain_main
-from conftest import ROOT, make_dataset, retrain_args, the_error, write_photo
 
 STEPS = 30
 
@@ -340,7 +340,8 @@ def test_a_summaries_dir_that_cannot_be_created_is_one_sentence(tmp_path, tiny_m
     images = make_dataset(tmp_path / "images", {"red": 6, "green": 6})
     (tmp_path / "a file").write_text("x")
 
-    code, _log, err = run(tmp_path, images, tiny_module, caplog, capsys, f"--summaries_dir={tmp_path / 'a file' / 'logs'}")
+    summaries = f"--summaries_dir={tmp_path / 'a file' / 'logs'}"
+    code, _log, err = run(tmp_path, images, tiny_module, caplog, capsys, summaries)
 
     assert code in (1, 2)
     assert "summaries_dir" in the_error(err)

@@ -1,10 +1,10 @@
 """Labels from folder names and the stable hash split."""
 import pytest
+from conftest import make_dataset, write_photo
 
 from bottleneck.errors import UserError
 from bottleneck.split import percentage_hash, split_class, which_set
 from bottleneck.walk import ImageClass, ImageFile, label_for_folder, list_images
-from conftest import make_dataset, write_photo
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bottleneck.config import build_parser, config_from_args
+from bottleneck.cli import build_parser, config_from_args
 from bottleneck.train import SplitData, TrainSettings, balanced_sampler, predict, train_layer
 
 
@@ -54,17 +54,17 @@ def test_early_stopping_stops_and_keeps_the_best_step():
 def test_presets_set_options_and_explicit_flags_still_win():
     parse = lambda *a: config_from_args(build_parser().parse_args(["--image_dir=x", *a]))  # noqa: E731
     classic = parse()
-    assert (classic.optimizer, classic.learning_rate, classic.dropout) == ("sgd", 0.01, 0.0)
+    assert (classic.training.optimizer, classic.training.learning_rate, classic.training.dropout) == ("sgd", 0.01, 0.0)
     best = parse("--preset=best")
-    assert (best.optimizer, best.learning_rate) == ("adam", 0.001)
-    assert parse("--preset=best", "--learning_rate=0.05").learning_rate == 0.05
-    assert parse("--preset=best", "--optimizer=momentum").optimizer == "momentum"
+    assert (best.training.optimizer, best.training.learning_rate) == ("adam", 0.001)
+    assert parse("--preset=best", "--learning_rate=0.05").training.learning_rate == 0.05
+    assert parse("--preset=best", "--optimizer=momentum").training.optimizer == "momentum"
 
 
 def test_the_best_preset_takes_mixed_9_as_bottleneck_for_the_built_in_network_only():
     parse = lambda *a: config_from_args(build_parser().parse_args(["--image_dir=x", *a]))  # noqa: E731
-    assert parse().bottleneck_layer == "mixed_10"  # the classic pool_3
-    assert parse("--preset=best").bottleneck_layer == "mixed_9"
-    assert parse("--preset=best", "--bottleneck_layer=mixed_10").bottleneck_layer == "mixed_10"
+    assert parse().bottlenecks.bottleneck_layer == "mixed_10"  # the classic pool_3
+    assert parse("--preset=best").bottlenecks.bottleneck_layer == "mixed_9"
+    assert parse("--preset=best", "--bottleneck_layer=mixed_10").bottlenecks.bottleneck_layer == "mixed_10"
     hub = "--tfhub_module=https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
-    assert parse("--preset=best", hub).bottleneck_layer == "mixed_10"  # another network has no mixed_9
+    assert parse("--preset=best", hub).bottlenecks.bottleneck_layer == "mixed_10"  # another network has no mixed_9

@@ -3,7 +3,7 @@
 Needs torch, which is not a dependency of the project; run it in a throw-away venv:
 
     python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy pillow
-    /tmp/torchvenv/bin/python tools/make_inception_golden.py PATH/TO/default_1.pt
+    /tmp/torchvenv/bin/python -m tools.make_inception_golden PATH/TO/default_1.pt   # from the repository root
 
 It writes tests/fixtures/inception_v3_golden.npz: the 2048-value pool_3 output
 for the inputs that tests/golden_inputs.py rebuilds deterministically (seeded
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.golden_inputs import golden_images
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from golden_inputs import golden_images  # noqa: E402
 
 
 def main(archive: str) -> None:

@@ -1,0 +1,141 @@
+"""The bottleneck phase of a run: make sure every image has its vector in the cache.
+
+Step by step, each a function below:
+
+1. ``hash_images``: the content digest of every image; a file that cannot be
+   read is skipped.  The cache is keyed by content, so a renamed or copied
+   photo is never computed twice.
+2. ``warn_cross_class_duplicates``: the same photo in two classes teaches the
+   layer a contradiction, so it is reported.
+3. ``import_classic_files``: bottlenecks that the classic script left as text
+   files are taken in instead of computed again.
+4. ``distorted_copy_jobs``: the distorted copies of training images that the
+   distortion flags ask for.
+5. ``compute``: run the network over everything still missing, and book the
+   images it could not decode as skipped, with every file of the same content.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import BottleneckCache, Entry, import_classic_text
+from .extract import Job, Skipped, compute_missing
+from .fine_tune import extraction_fn
+from .modules import FeatureModule
+from .progress import Progress
+from .settings import BottleneckSettings
+from .split import ClassSplit
+from .walk import ImageClass, ImageFile
+
+log = logging.getLogger("retrain")
+
+
+@dataclass
+class CachedImages:
+    digest_of: dict[Path, str]  # content digest of every readable image, by path
+    skipped: list[Skipped]  # images that could not be used, with the reason
+
+
+def ensure(settings: BottleneckSettings, module: FeatureModule, cache: BottleneckCache, classes: list[ImageClass],
+           splits: list[ClassSplit], activations: BottleneckCache | None = None, tuned_blocks: int = 0,
+           show_progress: bool = True) -> CachedImages:
+    """Make sure every image has a cached bottleneck.
+
+    For fine-tuning, every image also needs its ``activations`` at the cut below
+    the ``tuned_blocks`` top blocks; one forward pass fills both caches.
+    """
+    images = [(im, c.folder.name) for c in classes for im in c.images]
+    digest_of, skipped = hash_images(cache, [im for im, _folder in images])
+    readable = [(im, folder, digest_of[im.path]) for im, folder in images if im.path in digest_of]
+    warn_cross_class_duplicates(readable)
+    first_of: dict[str, tuple[ImageFile, str]] = {}  # one image of each content
+    for image, folder, digest in readable:
+        first_of.setdefault(digest, (image, folder))
+
+    present = cache.present([Entry(d) for d in first_of])
+    missing = {d: place for d, place in first_of.items() if Entry(d) not in present}
+    imported = import_classic_files(settings.bottleneck_dir, module, cache, missing) if missing else 0
+    stores = [cache] if activations is None else [cache, activations]
+    jobs = [Job(e, first_of[e.digest][0].path) for e in absent_from(stores, [Entry(d) for d in first_of])]
+    log.info("%d bottlenecks cached, %d imported, %d to compute.", len(first_of) - len(missing), imported, len(jobs))
+    if settings.distortion.active:
+        jobs += distorted_copy_jobs(settings, stores, splits, digest_of)
+    if jobs:
+        skipped += compute(settings, module, stores, jobs, tuned_blocks, show_progress, readable)
+    for s in skipped:
+        log.warning("Skipping %s: %s", s.path, s.reason)
+    return CachedImages(digest_of, skipped)
+
+
+def hash_images(cache: BottleneckCache, images: list[ImageFile]) -> tuple[dict[Path, str], list[Skipped]]:
+    """The content digest of every image, and the images whose file could not be read."""
+    digest_of, unreadable = cache.digests([im.path for im in images])
+    return digest_of, [Skipped(path, reason) for path, reason in unreadable.items()]
+
+
+def warn_cross_class_duplicates(readable: list[tuple[ImageFile, str, str]]) -> None:
+    classes_of: dict[str, set[str]] = {}
+    for _image, folder, digest in readable:
+        classes_of.setdefault(digest, set()).add(folder)
+    for digest, folders in classes_of.items():
+        if len(folders) > 1:
+            same = [str(im.path) for im, _f, d in readable if d == digest]
+            log.warning("The same image is in several classes (%s): %s", ", ".join(sorted(folders)), "; ".join(same))
+
+
+def import_classic_files(bottleneck_dir: Path, module: FeatureModule, cache: BottleneckCache,
+                         missing: dict[str, tuple[ImageFile, str]]) -> int:
+    """Take in the classic script's ``<class>/<image>_<module>.txt`` files for the ``missing`` contents."""
+    if not module.classic_cache_suffixes:
+        return 0
+    candidates = [
+        (Entry(d), [bottleneck_dir / folder / f"{image.name}_{suffix}.txt" for suffix in module.classic_cache_suffixes])
+        for d, (image, folder) in missing.items()
+    ]
+    imported = import_classic_text(cache, candidates)
+    if imported:
+        log.info("Imported %d bottlenecks from the classic script's text files.", imported)
+    return imported
+
+
+def absent_from(stores: list[BottleneckCache], entries: list[Entry]) -> list[Entry]:
+    """The entries that some store lacks, in their order."""
+    present = set(entries)
+    for store in stores:
+        present &= store.present(entries)
+    return [e for e in entries if e not in present]
+
+
+def distorted_copy_jobs(settings: BottleneckSettings, stores: list[BottleneckCache], splits: list[ClassSplit],
+                        digest_of: dict[Path, str]) -> list[Job]:
+    """Jobs for the distorted copies of training images (never of validation or test images) not yet cached."""
+    distortion = settings.distortion
+    training = {digest_of[im.path]: im.path for sp in splits for im in sp.training if im.path in digest_of}
+    wanted = {Entry(d, distortion.variant(c)): (path, c) for d, path in training.items()
+              for c in range(settings.distorted_copies)}
+    jobs = [Job(e, *wanted[e]) for e in absent_from(stores, list(wanted))]
+    log.info("%d distorted copies cached, %d to compute (%d per training image).",
+             len(wanted) - len(jobs), len(jobs), settings.distorted_copies)
+    return jobs
+
+
+def compute(settings: BottleneckSettings, module: FeatureModule, stores: list[BottleneckCache], jobs: list[Job],
+            tuned_blocks: int, show_progress: bool, readable: list[tuple[ImageFile, str, str]]) -> list[Skipped]:
+    """Run the network over ``jobs``; returns every readable image whose content could not be decoded."""
+    started = time.perf_counter()
+    features = None
+    if len(stores) > 1:  # the activations at the cut come from the same forward pass
+        features = extraction_fn(module, tuned_blocks)
+    with Progress(len(jobs), "Bottlenecks", enabled=show_progress) as bar:
+        bad = compute_missing(module, jobs, stores, settings.extraction_batch_size, bar.update,
+                              features=features, distortion=settings.distortion)
+    rate = len(jobs) / (time.perf_counter() - started)
+    log.info("%d bottlenecks created (%.1f images/s).", len(jobs) - len(bad), rate)
+    bad = list({s.path: s for s in bad}.values())  # a failed distorted copy means its image failed
+    # Every file with the same bad content is skipped too, not only the one that was decoded.
+    digest_of = {im.path: d for im, _f, d in readable}
+    reason_of = {digest_of[s.path]: s.reason for s in bad}
+    return [Skipped(im.path, reason_of[d]) for im, _f, d in readable if d in reason_of]

@@ -1,0 +1,60 @@
+"""Keep TensorFlow's and TFLite's native chatter off the user's terminal.
+
+Native code writes straight to file descriptor 2, past Python's logging, so
+the only way to hold it back is to park that descriptor while it talks.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+
+_TF_LOG_LEVEL = {"DEBUG": "0", "INFO": "2", "WARN": "2", "ERROR": "2", "FATAL": "3"}
+
+
+def quiet_tensorflow(verbosity: str = "INFO") -> None:
+    """Import TensorFlow without its start-up chatter (CUDA probes and the like) unless DEBUG is asked for.
+
+    Some of those lines are written by native code straight to file descriptor 2
+    before TensorFlow's own log level applies, so stderr is parked in a
+    temporary file while TensorFlow loads and looks for devices.  What it said
+    is replayed when the import fails or when --logging_verbosity=DEBUG.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_LOG_LEVEL.get(verbosity, "2"))
+    if "tensorflow" in sys.modules:
+        return
+    with parked_stderr(replay=verbosity == "DEBUG"):
+        import tensorflow as tf
+
+        tf.get_logger().setLevel(logging.DEBUG if verbosity == "DEBUG" else logging.ERROR)
+        gpus = tf.config.list_physical_devices("GPU")  # the CUDA probe also speaks here
+    log = logging.getLogger("retrain")
+    if gpus:  # TensorFlow places the network on the first GPU by itself; say that it will
+        log.info("Using GPU: %s", ", ".join(gpu.name for gpu in gpus))
+    else:
+        log.debug("TensorFlow %s; no GPU found, using the CPU.", tf.__version__)
+
+
+@contextlib.contextmanager
+def parked_stderr(replay: bool = False):
+    """Park file descriptor 2 in a temporary file while native code chats.
+
+    What was said is replayed when the block fails, or always with ``replay``.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as parked:
+        os.dup2(parked.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed or replay:
+                parked.seek(0)
+                sys.stderr.write(parked.read().decode("utf-8", "replace"))
