@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Benchmark of issue 3: bottleneck creation, retrain.py cold/warm, training, memory, label_image.py.
+"""Speed and memory of the whole tool: bottleneck creation against the network's own forward-pass rate,
+the classic one-image-at-a-time baseline, retrain.py cold and warm, training steps/s, peak memory
+of training at 10,000 and 200,000 cached bottlenecks, and label_image.py on a folder.
 
-    .venv/bin/python bench/bench.py [--image_dir ../shared/datasets/flower_photos_dev]
-                                    [--model_dir DIR] [--quick] [--json out.json]
+    .venv/bin/python bench/bench.py --image_dir PHOTOS [--model_dir DIR] [--quick] \
+        [--json bench/results/figures-<machine>.json]
 
 Everything it writes goes into one temporary folder that is removed at the end
 (the image folder, the model folder and the project are only read).  See
@@ -22,11 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 DIM = 2048
 WARM_TARGET_S = 15.0
@@ -368,12 +368,13 @@ def write_synthetic_cache(directory: Path, count: int, classes: int = 5) -> tupl
 
 
 def memory_child(directory: str, count: int, steps: int) -> None:
-    """Child process: load the cached vectors exactly as pipeline.load_sets does, train, print memory as JSON."""
-    from bottleneck.cli import quiet_tensorflow
+    """Child process: load the cached vectors exactly as sets.load_sets does, train, print memory as JSON."""
+    from bottleneck.quiet import quiet_tensorflow
 
     quiet_tensorflow("WARN")
+    from bottleneck.sets import FLOAT16_ABOVE_BYTES, load_sets
+
     from bottleneck.cache import BottleneckCache
-    from bottleneck.pipeline import FLOAT16_ABOVE_BYTES, load_sets
     from bottleneck.split import ClassSplit
     from bottleneck.train import TrainSettings, predict, train_layer
     from bottleneck.walk import ImageFile
@@ -413,7 +414,7 @@ def memory_child(directory: str, count: int, steps: int) -> None:
 def bench_memory(b: Bench) -> None:
     s = b.sizes
     say(f"[4] Peak memory of the training phase at {', '.join(f'{n:,}' for n in s.memory_counts)} cached "
-        f"bottlenecks: SQLite cache written here, then a separate process loads it like pipeline.load_sets "
+        f"bottlenecks: SQLite cache written here, then a separate process loads it like sets.load_sets "
         f"and runs {s.memory_steps} steps")
     b.details["memory"] = []
     for count in s.memory_counts:
@@ -493,7 +494,7 @@ def print_table(b: Bench, machine: dict, total_s: float) -> None:
     say(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB RAM, "
         f"TensorFlow {machine['tensorflow']}, GPUs: {', '.join(machine['gpus']) or 'none'}, "
         f"load average at start {machine['load_average_at_start'][0]}")
-    say(f"Mode: {'quick (smoke sizes, not for the README)' if b.args.quick else 'full'}; total {total_s:.0f} s")
+    say(f"Mode: {'quick (smoke sizes, not for publishing)' if b.args.quick else 'full'}; total {total_s:.0f} s")
     say("-" * 100)
     say(f"{'figure':<40} {'value':>16} {'target':>17} {'ratio':>24} {'result':>6}")
     for f in b.figures:
@@ -535,7 +536,7 @@ def main(argv=None) -> int:
         return 2
 
     started = time.perf_counter()
-    from bottleneck.cli import quiet_tensorflow
+    from bottleneck.quiet import quiet_tensorflow
 
     quiet_tensorflow("WARN")
     machine = machine_info()

@@ -1,7 +1,7 @@
-"""Cached distorted copies against the classic per-step distortions, on a short run (issue 6).
+"""Cached distorted copies against the classic per-step distortions, on a short run.
 
-    .venv/bin/python bench/classic_distortions.py [--image_dir ../shared/datasets/flower_photos_dev] \
-        [--bottleneck_dir /tmp/bottleneck] [--model_dir DIR] [--json out.json]
+    .venv/bin/python bench/classic_distortions.py --image_dir PHOTOS \
+        [--bottleneck_dir /tmp/bottleneck] [--model_dir DIR] [--json bench/results/classic-distortions-<data>.json]
 
 The classic script, with any distortion flag, gave up its cache: every training
 step decoded --train_batch_size random training images, distorted them and ran
@@ -15,8 +15,8 @@ script measures both ways on the same images, split and distortion flags
    accuracy as the run reports it.
 2. classic: the per-step loop (batch 100, SGD at 0.01, the classic defaults),
    each step's images freshly distorted and run through the network as one
-   batch (as fast as a per-step pipeline can be here: one image at a time
-   measured the same on 2 cores), given the same wall-clock time as (1).  Its
+   batch (as fast as a per-step pipeline can be on a CPU, where one image at
+   a time runs no slower), given the same wall-clock time as (1).  Its
    test accuracy is measured on the cached plain test bottlenecks, and the
    measured seconds per step give what its 4,000 steps would cost.
 
@@ -28,31 +28,31 @@ import json
 import logging
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from bottleneck.sets import load_sets
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bottleneck.cache import DB_NAME, BottleneckCache  # noqa: E402
-from bottleneck.config import build_parser, config_from_args  # noqa: E402
-from bottleneck.extract import compiled_features  # noqa: E402
-from bottleneck.images import load_rgb_array  # noqa: E402
-from bottleneck.inception_v3 import default_model_dir  # noqa: E402
-from bottleneck.modules import load_module  # noqa: E402
-from bottleneck.pipeline import load_sets, retrain  # noqa: E402
-from bottleneck.split import split_class  # noqa: E402
-from bottleneck.train import balanced_sampler  # noqa: E402
-from bottleneck.walk import list_images  # noqa: E402
+from bottleneck.cache import DB_NAME, BottleneckCache
+from bottleneck.cli import build_parser, config_from_args
+from bottleneck.extract import compiled_features
+from bottleneck.images import load_rgb_array
+from bottleneck.inception_v3 import default_model_dir
+from bottleneck.modules import load_module
+from bottleneck.pipeline import retrain
+from bottleneck.split import split_class
+from bottleneck.train import balanced_sampler
+from bottleneck.walk import list_images
 
 DISTORTION_FLAGS = ["--flip_left_right", "--random_crop", "10", "--random_scale", "10", "--random_brightness", "10"]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir",
+                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--copies", type=int, default=3)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Size and test-set accuracy of every export of one trained run (issue 6).
+"""Size and test-set accuracy of every export of one trained run, and how closely each agrees with the frozen graph.
 
     .venv/bin/python bench/exports.py --graph=/tmp/output_graph.pb --labels=/tmp/output_labels.txt \
         [--saved_model_dir=DIR] [--tflite=a.tflite --tflite=b.tflite ...] \
-        [--image_dir ../shared/datasets/flower_photos_dev] [--json out.json]
+        --image_dir PHOTOS [--json bench/results/exports-<data>.json]
 
 The test set is the one retrain.py held out with its default 10/10 percentages:
 every image that bottleneck.split puts in "testing" (split_class, i.e. which_set
@@ -24,11 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_set(image_dir, validation_percentage: float, testing_percentage: float):
@@ -92,7 +90,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="Also write the figures to this JSON file.")
     args = p.parse_args(argv)
 
-    from bottleneck.cli import quiet_tensorflow
+    from bottleneck.quiet import quiet_tensorflow
 
     quiet_tensorflow("WARN")
     from bottleneck.classify import load_graph, read_labels

@@ -1,13 +1,13 @@
-"""Which block of Inception-v3 makes the best bottleneck for new classes? (issue 6; --bottleneck_layer)
+"""Which block of Inception-v3 makes the best bottleneck for new classes (--bottleneck_layer)?
 
     .venv/bin/python bench/sweep_bottleneck_layer.py --bottleneck_dir /tmp/bottleneck [--model_dir DIR] \
-        [--image_dir ../shared/datasets/flower_photos_dev] [--seeds 3] [--json out.json]
+        --image_dir PHOTOS [--seeds 3] [--json bench/results/bottleneck-layer-<data>.json]
 
 For each candidate (mixed_10's average, the classic pool_3; mixed_9's; mixed_8's)
 the bottlenecks of every image are computed into --bottleneck_dir under that
 layer's own cache identity, exactly as retrain.py --bottleneck_layer would, so
-a later retrain.py run reuses them (about 1.5 minutes per layer for 1,000
-images on 2 cores; nothing when cached).  The new layer is then trained with
+a later retrain.py run reuses them (one forward pass per image and layer;
+nothing when cached).  The new layer is then trained with
 --preset best's optimizer (Adam, 0.001, 4,000 steps) and judged two ways:
 
 - the tool's own split (10% validation, 10% test by name hash): validation
@@ -19,21 +19,19 @@ images on 2 cores; nothing when cached).  The new layer is then trained with
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bottleneck.sets import load_sets
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bottleneck.cache import BottleneckCache, Entry  # noqa: E402
-from bottleneck.extract import Job, compute_missing  # noqa: E402
-from bottleneck.inception_v3 import TOP_BLOCKS, default_model_dir  # noqa: E402
-from bottleneck.modules import BUILTIN_MODULE, load_module  # noqa: E402
-from bottleneck.pipeline import load_sets  # noqa: E402
-from bottleneck.split import split_class  # noqa: E402
-from bottleneck.train import SplitData, TrainSettings, predict, train_layer  # noqa: E402
-from bottleneck.walk import list_images  # noqa: E402
+from bottleneck.cache import BottleneckCache, Entry
+from bottleneck.extract import Job, compute_missing
+from bottleneck.inception_v3 import TOP_BLOCKS, default_model_dir
+from bottleneck.modules import BUILTIN_MODULE, load_module
+from bottleneck.split import split_class
+from bottleneck.train import SplitData, TrainSettings, predict, train_layer
+from bottleneck.walk import list_images
 
 FOLDS = 10
 
@@ -61,7 +59,8 @@ def cross_validated(data: dict[str, SplitData], num_classes: int) -> float:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir",
+                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--seeds", type=int, default=3)

@@ -1,6 +1,6 @@
-"""How many distorted copies per training image are worth computing? (issue 6; --distorted_copies)
+"""How many distorted copies per training image are worth computing (--distorted_copies)?
 
-    .venv/bin/python bench/sweep_distorted_copies.py --bottleneck_dir /tmp/bottleneck \
+    .venv/bin/python bench/sweep_distorted_copies.py --image_dir PHOTOS --bottleneck_dir /tmp/bottleneck \
         --copies 1 2 3 5 10 --flip_left_right --random_crop 10 --random_scale 10 --random_brightness 10
 
 Needs the copies cached already: run retrain.py once with the same distortion flags,
@@ -11,25 +11,24 @@ and test accuracy (reported only), averaged over seeds.
 """
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
+from bottleneck.sets import load_sets
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bottleneck import inception_v3  # noqa: E402
-from bottleneck.cache import BottleneckCache  # noqa: E402
-from bottleneck.distort import Distortion  # noqa: E402
-from bottleneck.modules import PREPROCESSING  # noqa: E402
-from bottleneck.pipeline import load_sets  # noqa: E402
-from bottleneck.split import split_class  # noqa: E402
-from bottleneck.train import TrainSettings, predict, train_layer  # noqa: E402
-from bottleneck.walk import list_images  # noqa: E402
+from bottleneck import inception_v3
+from bottleneck.cache import BottleneckCache
+from bottleneck.distort import Distortion
+from bottleneck.modules import PREPROCESSING
+from bottleneck.split import split_class
+from bottleneck.train import TrainSettings, predict, train_layer
+from bottleneck.walk import list_images
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir",
+                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--copies", type=int, nargs="+", default=[1, 2, 3, 5, 10])
     p.add_argument("--seeds", type=int, default=3)

@@ -1,31 +1,28 @@
-"""Does --fine_tune help, and with which settings? (issue 6)
+"""Does --fine_tune help, and with which settings?
 
     .venv/bin/python bench/sweep_fine_tune.py --bottleneck_dir /tmp/bottleneck [--model_dir DIR] \
-        [--image_dir ../shared/datasets/flower_photos_dev] [--json out.json] [--setting NAME ...]
+        --image_dir PHOTOS [--json bench/results/fine-tune-<layer>-<data>.json] [--setting NAME ...]
 
 Each setting is one full ``retrain.retrain`` run (head on cached bottlenecks,
 then fine-tuning, then export to a temporary folder) on the same images,
 split, seed and distortion flags (--flip_left_right --random_crop 10
---random_scale 10 --random_brightness 10, 3 cached copies: the README's best
-setting).  The first run computes the activations at the cut for every image
-and copy (about 6 minutes for flower_photos_dev); later runs reuse them.
+--random_scale 10 --random_brightness 10, 3 cached copies).  The first run computes the
+activations at the cut for every image and copy; later runs reuse them.
 Prints validation accuracy before and after fine-tuning, whether the tuned
 network was kept, test accuracy and the fine-tuning time.  --bottleneck_layer
-is --preset best's mixed_9 unless given (fine-tune-2026-11-23.json was
-measured with mixed_10, before the preset took mixed_9).
+is --preset best's mixed_9 unless given (bench/results/fine-tune-mixed_10-*.json
+was measured with --bottleneck_layer mixed_10).
 """
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bottleneck.config import build_parser, config_from_args  # noqa: E402
-from bottleneck.inception_v3 import TOP_BLOCKS, default_model_dir  # noqa: E402
-from bottleneck.pipeline import retrain  # noqa: E402
+from bottleneck.cli import build_parser, config_from_args
+from bottleneck.inception_v3 import TOP_BLOCKS, default_model_dir
+from bottleneck.pipeline import retrain
 
 BASE = ["--preset", "best", "--flip_left_right", "--random_crop", "10", "--random_scale", "10",
         "--random_brightness", "10", "--random_seed", "1", "--validation_batch_size", "-1"]
@@ -47,7 +44,8 @@ SETTINGS = {
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir",
+                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--steps", type=int, default=300, help="--fine_tune_steps of every setting")

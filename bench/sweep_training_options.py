@@ -1,6 +1,6 @@
-"""Which training options give the best validation accuracy? (issue 6; sets --preset best)
+"""Which training options of the new layer give the best validation accuracy (the choice behind --preset best)?
 
-    .venv/bin/python bench/sweep_training_options.py --image_dir ../shared/datasets/flower_photos_dev \
+    .venv/bin/python bench/sweep_training_options.py --image_dir PHOTOS \
         --bottleneck_dir /tmp/bottleneck
 
 Needs the bottlenecks cached already (run retrain.py on the folder once with the same
@@ -9,24 +9,23 @@ choice is made on) and test accuracy (reported, never used to choose), over seed
 """
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
+from bottleneck.sets import load_sets
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bottleneck import inception_v3  # noqa: E402
-from bottleneck.cache import BottleneckCache  # noqa: E402
-from bottleneck.modules import PREPROCESSING  # noqa: E402
-from bottleneck.pipeline import load_sets  # noqa: E402
-from bottleneck.split import split_class  # noqa: E402
-from bottleneck.train import TrainSettings, predict, train_layer  # noqa: E402
-from bottleneck.walk import list_images  # noqa: E402
+from bottleneck import inception_v3
+from bottleneck.cache import BottleneckCache
+from bottleneck.modules import PREPROCESSING
+from bottleneck.split import split_class
+from bottleneck.train import TrainSettings, predict, train_layer
+from bottleneck.walk import list_images
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir",
+                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args()
