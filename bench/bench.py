@@ -230,7 +230,7 @@ def bench_extraction(b: Bench, module, classes) -> None:
     b.add(Figure("bottleneck_creation", "1. bottleneck creation (compute_missing)", rate, "images/s",
                  f">= {RATIO_TARGET} x ceiling", rate / ceiling, "of ceiling",
                  rate / ceiling >= RATIO_TARGET, f"{done} images in {elapsed:.1f} s"))
-    b.add(Figure("forward_ceiling", "   forward-pass ceiling (batch %d)" % bs, ceiling, "images/s",
+    b.add(Figure("forward_ceiling", f"   forward-pass ceiling (batch {bs})", ceiling, "images/s",
                  note=f"{len(times)} warm batches"))
 
     # Figure 2: the classic one-image-at-a-time loop on a subset of the same images.
@@ -372,9 +372,8 @@ def memory_child(directory: str, count: int, steps: int) -> None:
     from bottleneck.quiet import quiet_tensorflow
 
     quiet_tensorflow("WARN")
-    from bottleneck.sets import FLOAT16_ABOVE_BYTES, load_sets
-
     from bottleneck.cache import BottleneckCache
+    from bottleneck.sets import FLOAT16_ABOVE_BYTES, load_sets
     from bottleneck.split import ClassSplit
     from bottleneck.train import TrainSettings, predict, train_layer
     from bottleneck.walk import ImageFile
@@ -431,12 +430,13 @@ def bench_memory(b: Bench) -> None:
         if rc == 0:
             lines = (b.tmp / f"memory_{count}.json").read_text().strip().splitlines()
             result = json.loads(lines[-1])
-            result.update({"write_s": round(write_s, 1), "sqlite_mb": round(size / 2**20), "child_wall_s": round(wall, 1)})
+            result.update({"write_s": round(write_s, 1), "sqlite_mb": round(size / 2**20),
+                           "child_wall_s": round(wall, 1)})
         b.details["memory"].append(result or {"count": count, "rc": rc})
         peak = result["peak_rss_mb"] if result else None
         big = count == max(s.memory_counts)
-        note = (f"training set {result['dtypes']['training']}, load {result['load_s']:.1f} s, train {result['train_s']:.1f} s"
-                if result else f"exit {rc}")
+        note = (f"training set {result['dtypes']['training']}, load {result['load_s']:.1f} s, "
+                f"train {result['train_s']:.1f} s" if result else f"exit {rc}")
         b.add(Figure(f"peak_rss_{count}", f"4. peak RSS, {count:,} bottlenecks", peak, "MiB",
                      f"< {MEMORY_TARGET_MB:g} MiB" if big else "-",
                      peak / MEMORY_TARGET_MB if peak else None, "of 2 GiB",

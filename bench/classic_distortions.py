@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bottleneck.sets import load_sets
 
 from bottleneck.cache import DB_NAME, BottleneckCache
 from bottleneck.cli import build_parser, config_from_args
@@ -42,6 +41,7 @@ from bottleneck.images import load_rgb_array
 from bottleneck.inception_v3 import default_model_dir
 from bottleneck.modules import load_module
 from bottleneck.pipeline import retrain
+from bottleneck.sets import load_sets
 from bottleneck.split import split_class
 from bottleneck.train import balanced_sampler
 from bottleneck.walk import list_images
@@ -80,7 +80,7 @@ def main():
             "seconds": round(ours_seconds, 1),
             "copies_extraction_s": round(ours.timings["bottlenecks"], 1),
             "training_s": round(ours.timings["training"], 1),
-            "steps": config.how_many_training_steps,
+            "steps": config.training.steps,
             "test_accuracy": ours.test_accuracy,
         }
         print(f"ours: {ours_seconds:.0f} s in all ({ours.timings['bottlenecks']:.0f} s for the copies, "
@@ -88,7 +88,7 @@ def main():
         figures["classic"] = classic_per_step(config, budget_s=ours_seconds)
     c = figures["classic"]
     print(f"classic per-step: {c['steps']} steps in {c['seconds']:.0f} s ({c['seconds_per_step']:.2f} s/step), "
-          f"test accuracy {c['test_accuracy'] * 100:.1f}%; its {config.how_many_training_steps} steps would take "
+          f"test accuracy {c['test_accuracy'] * 100:.1f}%; its {config.training.steps} steps would take "
           f"{c['projected_full_run_h']:.1f} h")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
@@ -96,12 +96,13 @@ def main():
 
 def classic_per_step(config, budget_s: float) -> dict:
     """The classic loop: fresh distortions through the network at every step, for ``budget_s`` seconds."""
-    module = load_module(config.tfhub_module, config.model_dir, log=lambda *_: None)
+    module = load_module(config.bottlenecks.tfhub_module, config.bottlenecks.model_dir, log=lambda *_: None)
     features = compiled_features(module)
-    distortion = config.distortion
-    listing = list_images(config.image_dir)
-    splits = [split_class(c, config.validation_percentage, config.testing_percentage)[0] for c in listing.classes]
-    cache = BottleneckCache(config.bottleneck_dir, module.identity, module.bottleneck_size)
+    distortion = config.bottlenecks.distortion
+    listing = list_images(config.input.image_dir)
+    inputs = config.input
+    splits = [split_class(c, inputs.validation_percentage, inputs.testing_percentage)[0] for c in listing.classes]
+    cache = BottleneckCache(config.bottlenecks.bottleneck_dir, module.identity, module.bottleneck_size)
     digest_of, _ = cache.digests([im.path for c in listing.classes for im in c.images])
     test = load_sets(cache, splits, digest_of, module.bottleneck_size)["testing"]
     cache.close()
@@ -111,11 +112,11 @@ def classic_per_step(config, budget_s: float) -> dict:
     sample = balanced_sampler(labels, len(splits), rng)
     weights = np.clip(rng.normal(0, 0.001, (module.bottleneck_size, len(splits))), -0.002, 0.002).astype(np.float32)
     biases = np.zeros(len(splits), np.float32)
-    scale = (1 + config.random_crop / 100) * (1 + config.random_scale / 100)
+    scale = (1 + config.bottlenecks.random_crop / 100) * (1 + config.bottlenecks.random_scale / 100)
     side = int(module.height * scale) + 1
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < budget_s:
-        rows = sample(config.train_batch_size)
+        rows = sample(config.training.batch_size)
         pixels = np.stack([distortion.apply(load_rgb_array(paths[r], side, side), module.height, module.width, rng)
                            for r in rows])
         x = features(pixels).numpy()
@@ -124,15 +125,15 @@ def classic_per_step(config, budget_s: float) -> dict:
         p /= p.sum(axis=1, keepdims=True)
         p[np.arange(len(rows)), labels[rows]] -= 1.0
         p /= len(rows)
-        weights -= np.float32(config.learning_rate) * (x.T @ p)
-        biases -= np.float32(config.learning_rate) * p.sum(axis=0)
+        weights -= np.float32(config.training.learning_rate) * (x.T @ p)
+        biases -= np.float32(config.training.learning_rate) * p.sum(axis=0)
         steps += 1
     seconds = time.perf_counter() - start
     accuracy = float(((test.x @ weights + biases).argmax(axis=1) == test.y).mean())
     return {
         "steps": steps, "seconds": round(seconds, 1), "seconds_per_step": round(seconds / steps, 3),
         "test_accuracy": accuracy,
-        "projected_full_run_h": round(seconds / steps * config.how_many_training_steps / 3600, 2),
+        "projected_full_run_h": round(seconds / steps * config.training.steps / 3600, 2),
     }
 
 

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{path} embeds other labels than --labels")
         dtype = np.dtype(model.input["dtype"]).name
         measure(f"TFLite {Path(path).name}", f"tflite ({dtype} input)", path,
-                lambda: scores_by_engine(model, labels, paths, args.batch_size))
+                lambda model=model: scores_by_engine(model, labels, paths, args.batch_size))
 
     reference = rows[0]["scores"]
     print(f"{'model':<34} {'size MB':>9} {'accuracy':>9} {'agree':>7} {'max |d|':>9} {'img/s':>7}")

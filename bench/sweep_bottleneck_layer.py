@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bottleneck.sets import load_sets
 
 from bottleneck.cache import BottleneckCache, Entry
 from bottleneck.extract import Job, compute_missing
 from bottleneck.inception_v3 import TOP_BLOCKS, default_model_dir
 from bottleneck.modules import BUILTIN_MODULE, load_module
+from bottleneck.sets import load_sets
 from bottleneck.split import split_class
 from bottleneck.train import SplitData, TrainSettings, predict, train_layer
 from bottleneck.walk import list_images

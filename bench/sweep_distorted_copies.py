@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from bottleneck.sets import load_sets
 
 from bottleneck import inception_v3
 from bottleneck.cache import BottleneckCache
 from bottleneck.distort import Distortion
 from bottleneck.modules import PREPROCESSING
+from bottleneck.sets import load_sets
 from bottleneck.split import split_class
 from bottleneck.train import TrainSettings, predict, train_layer
 from bottleneck.walk import list_images
@@ -49,7 +49,8 @@ def main():
     validation, testing = plain["validation"], plain["testing"]
     print(f"{'copies':>6} {'val %':>7} {'test %':>7}")
     for copies in [0] + args.copies:
-        train = load_sets(cache, splits, digest_of, dim, distortion, copies)["training"] if copies else plain["training"]
+        train = (load_sets(cache, splits, digest_of, dim, distortion, copies)["training"] if copies
+                 else plain["training"])
         val, test = [], []
         for seed in range(args.seeds):
             layer = train_layer(train, validation, len(splits), TrainSettings(seed=seed, validation_batch_size=-1))

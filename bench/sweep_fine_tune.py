@@ -69,7 +69,8 @@ def main():
             row = {
                 "setting": name, "flags": SETTINGS[name], "bottleneck_layer": args.bottleneck_layer,
                 "validation_before": tuned["validation_accuracy_before"] if tuned else None,
-                "validation_after": tuned["validation_accuracy_after"] if tuned else result.summary["accuracy"]["validation"],
+                "validation_after": (tuned["validation_accuracy_after"] if tuned
+                                     else result.summary["accuracy"]["validation"]),
                 "kept": tuned["helped"] if tuned else None,
                 "test": result.test_accuracy, "fine_tune_s": tuned["seconds"] if tuned else 0.0,
                 "run_s": time.perf_counter() - started,

@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from bottleneck.sets import load_sets
 
 from bottleneck import inception_v3
 from bottleneck.cache import BottleneckCache
 from bottleneck.modules import PREPROCESSING
+from bottleneck.sets import load_sets
 from bottleneck.split import split_class
 from bottleneck.train import TrainSettings, predict, train_layer
 from bottleneck.walk import list_images
