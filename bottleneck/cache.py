@@ -14,6 +14,8 @@ each path's digest together with its size and modification time.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .digest import file_digest
-from .errors import UserError
+from .errors import EXIT_FAILURE, EXIT_USAGE, UserError
 
 DB_NAME = "bottlenecks.sqlite3"
 PLAIN = ""  # the variant of an undistorted image
@@ -38,6 +40,85 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+
+# Our tables and their columns: a database holding anything else is not a bottleneck cache.
+_TABLES = {
+    "vectors": ("module", "digest", "variant", "dim", "crc", "data"),
+    "files": ("path", "size", "mtime_ns", "digest"),
+}
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """Only a malformed file is damage; a full disk, a read-only mount or a lock are not."""
+    return _code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def cache_error(exc: sqlite3.Error, path: Path) -> UserError:
+    """One sentence for a cache that cannot be used right now; the file itself is never touched."""
+    code, kept = _code(exc), "the cache was left as it was"
+    folder = Path(path).parent
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return UserError(f"The bottleneck cache '{path}' stayed locked by another run.")
+    if code == _SQLITE_FULL or (code == _SQLITE_IOERR and _disk_full(folder)):
+        return UserError(f"The disk holding the bottleneck cache '{path}' is full; free some space and run again "
+                         f"({kept}).", exit_code=EXIT_FAILURE)
+    if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM):
+        why = "it is on a read-only file system" if _read_only(folder) else f"{exc}"
+        return UserError(f"The bottleneck cache '{path}' cannot be opened for writing ({why}); point "
+                         f"--bottleneck_dir at a writable folder ({kept}).", exit_code=EXIT_USAGE)
+    if code == _SQLITE_CORRUPT or code == _SQLITE_NOTADB:
+        return UserError(f"The bottleneck cache '{path}' was found damaged while in use ({exc}); the next run "
+                         "moves it aside and rebuilds it.", exit_code=EXIT_FAILURE)
+    return UserError(f"The bottleneck cache '{path}' could not be read or written ({exc}); {kept}.",
+                     exit_code=EXIT_FAILURE)
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _missing_tables(db: sqlite3.Connection, path: Path) -> bool:
+    """True when our tables still need creating; UserError for a database of another schema."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    foreign = sorted(t for t in tables if t not in _TABLES and not t.startswith("sqlite_"))
+    wrong = sorted(t for t in tables & _TABLES.keys()
+                   if tuple(row[1] for row in db.execute(f"PRAGMA table_info({t})")) != _TABLES[t])
+    if foreign or wrong:
+        shown = ", ".join(foreign + wrong)
+        raise UserError(f"'{path}' is an SQLite database of another program (tables {shown}), not a bottleneck "
+                        "cache; it was left untouched: point --bottleneck_dir at another folder.")
+    return tables != _TABLES.keys()
+
+
+def _reporting(method):
+    """SQLite errors of a cache operation become one sentence (the transaction is rolled back)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise cache_error(exc, self.path) from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -81,27 +162,78 @@ class BottleneckCache:
         except OSError as exc:
             raise UserError(f"Cannot create --bottleneck_dir '{self.directory}': {exc.strerror}.") from None
         self.path = self.directory / DB_NAME
+        self.read_only = False
         self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
+        """Connect, refusing a database that is not ours and moving aside only one that is really damaged.
+
+        A full disk, a read-only file system or a lock are conditions of the machine, not damage: they
+        are reported in one sentence and the file is left exactly as it was.
+        """
+        db = None
         try:
-            db = self._connect()
+            db = sqlite3.connect(self.path, timeout=600, isolation_level=None)
+            missing = _missing_tables(db, self.path)  # reads only: a foreign database stays untouched
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a crash loses at most the last commit, never corrupts.
+            db.execute("PRAGMA synchronous=NORMAL")
+            if missing:
+                db.executescript(_SCHEMA)
             db.execute("SELECT count(*) FROM vectors LIMIT 1").fetchone()
             return db
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise UserError(f"The bottleneck cache '{self.path}' stayed locked by another run.") from None
-            # A damaged database file: keep it for inspection, start a new one.
-            aside = self.path.with_name(f"{DB_NAME}.damaged-{int(time.time())}")
+        except UserError:
+            db.close()
+            raise
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            cannot_write = _code(exc) in (_SQLITE_READONLY, _SQLITE_CANTOPEN)
+            if cannot_write and self.path.is_file() and _read_only(self.directory):
+                return self._open_read_only(exc)
+            if not _is_damage(exc):
+                raise cache_error(exc, self.path) from None
+            damage = exc
+        # A damaged database file: keep it for inspection, start a new one.
+        aside = self.path.with_name(f"{DB_NAME}.damaged-{int(time.time())}")
+        try:
             os.replace(self.path, aside)
-            self.log(f"The bottleneck cache {self.path} was damaged ({exc}); moved to {aside.name} and rebuilt.")
-            return self._connect()
+        except OSError as exc:
+            raise UserError(
+                f"The bottleneck cache '{self.path}' is damaged ({damage}) and cannot be moved aside "
+                f"({exc.strerror}); move or delete it, then run again.", exit_code=EXIT_FAILURE,
+            ) from None
+        for suffix in ("-wal", "-shm"):  # the damaged file's journal must not be replayed into the new one
+            with contextlib.suppress(OSError):
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        self.log(f"The bottleneck cache {self.path} was damaged ({damage}); moved to {aside.name} and rebuilt.")
+        try:
+            db = sqlite3.connect(self.path, timeout=600, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            return db
+        except sqlite3.Error as exc:
+            raise cache_error(exc, self.path) from None
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=600, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most the last commit, never corrupts
-        db.executescript(_SCHEMA)
+    def _open_read_only(self, why: sqlite3.Error) -> sqlite3.Connection:
+        """A cache on a read-only file system is used as it is: a warm one serves every vector it holds.
+
+        ``immutable`` is what lets SQLite read a WAL database without creating its -shm file; nobody can
+        write the file while its file system is read-only.  Writing is refused later, in one sentence.
+        """
+        try:
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro&immutable=1", uri=True,
+                                 isolation_level=None)
+            if _missing_tables(db, self.path):
+                db.close()
+                raise cache_error(why, self.path)
+            db.execute("SELECT count(*) FROM vectors LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise cache_error(exc, self.path) from None
+        self.read_only = True
+        self.log(f"The bottleneck cache {self.path} is on a read-only file system: it is only read, so every "
+                 "bottleneck this run needs must be in it already.")
         return db
 
     def close(self) -> None:
@@ -109,6 +241,7 @@ class BottleneckCache:
 
     # ------------------------------------------------------------ digests
 
+    @_reporting
     def digests(self, paths: list[Path]) -> tuple[dict[Path, str], dict[Path, str]]:
         """Content digests of ``paths`` (and why some could not be read).
 
@@ -132,13 +265,14 @@ class BottleneckCache:
                 continue
             digests[path] = digest
             fresh.append((key, st.st_size, st.st_mtime_ns, digest))
-        if fresh:
+        if fresh and not self.read_only:  # the memo only saves hashing time: a read-only cache goes without
             with self._transaction():
                 self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", fresh)
         return digests, errors
 
     # ------------------------------------------------------------ vectors
 
+    @_reporting
     def present(self, entries: list[Entry]) -> set[Entry]:
         """Which entries have a sound stored vector (damaged ones are dropped here)."""
         wanted = set(entries)
@@ -152,7 +286,7 @@ class BottleneckCache:
                 damaged.append(entry)
             else:
                 found.add(entry)
-        if damaged:
+        if damaged and not self.read_only:
             self.log(f"{len(damaged)} damaged bottleneck cache entries will be recomputed.")
             with self._transaction():
                 self._db.executemany(
@@ -161,8 +295,13 @@ class BottleneckCache:
                 )
         return found
 
+    @_reporting
     def put(self, items: list[tuple[Entry, np.ndarray]]) -> None:
         """Store vectors in one transaction: all of them land, or none."""
+        if self.read_only:
+            raise UserError(f"The bottleneck cache '{self.path}' is on a read-only file system and lacks bottlenecks "
+                            "this run needs; point --bottleneck_dir at a writable folder (the cache was left as it "
+                            "was).")
         rows = []
         for entry, vector in items:
             if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
@@ -175,6 +314,7 @@ class BottleneckCache:
         """Vectors for ``entries`` as one [len(entries), dim] array, read in a single pass."""
         return self.matrices([(entries, dtype)])[0]
 
+    @_reporting
     def matrices(self, requests: list[tuple[list[Entry], type]]) -> list[np.ndarray]:
         """One [len(entries), dim] array per (entries, dtype) request, all filled in a single pass over the cache."""
         rows_of: dict[Entry, list[tuple[int, int]]] = {}
@@ -200,6 +340,7 @@ class BottleneckCache:
             raise RuntimeError(f"{len(missing)} bottlenecks are missing from the cache, e.g. {missing[:3]}")
         return outs
 
+    @_reporting
     def fetch(self, entries: list[Entry], dtype=np.float32) -> np.ndarray:
         """Vectors for a few ``entries`` by key: for reading a batch at a time when the whole set is too big."""
         out = np.empty((len(entries), self.dim), dtype=dtype)
@@ -226,7 +367,11 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite may have rolled back already (a full disk does)
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
         return False
 
 
@@ -239,7 +384,12 @@ def import_classic_text(cache: BottleneckCache, candidates: list[tuple[Entry, li
     imported = []
     for entry, paths in candidates:
         for path in paths:
-            if not path.is_file():
+            try:
+                # A long image name plus the module suffix can pass the file system's name limit (ENAMETOOLONG):
+                # the classic script could not have written such a file, so there is nothing to import.
+                if not path.is_file():
+                    continue
+            except OSError:
                 continue
             try:
                 values = np.array([float(v) for v in path.read_text().strip().split(",")], dtype=np.float32)

@@ -1,6 +1,7 @@
 """Compute missing bottlenecks: decode images in threads while the network runs in batches."""
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,8 @@ import numpy as np
 from .cache import BottleneckCache, Entry
 from .images import BadImage, load_for_model
 from .modules import FeatureModule
+
+CHANGED_WHILE_READ = "the file changed while it was being read; it will be used on the next run"
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,15 @@ def compute_missing(
 
     def decode(job: Job):
         try:
+            # Hash the very bytes that are decoded: a file replaced since it was hashed must not store the new
+            # content's vector under the old content's key.
+            with open(job.path, "rb") as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() != job.entry.digest:
+                return BadImage(CHANGED_WHILE_READ)
             if job.copy is not None:
-                return distortion.load(job.path, job.entry.digest, job.copy, module.height, module.width)
-            return load_for_model(job.path, module.height, module.width)
+                return distortion.load(data, job.entry.digest, job.copy, module.height, module.width)
+            return load_for_model(data, module.height, module.width)
         except BadImage as exc:
             return exc
         except OSError as exc:  # vanished or unreadable file
