@@ -2,9 +2,13 @@
 
 Each file is written to a temporary file beside its target and renamed over
 it.  Inside ``all_or_nothing()`` the renames wait until the whole block has
-succeeded, so a run that fails while writing its third output (a full disk,
-say) leaves the first two as they were instead of pairing a new graph with
-old labels.
+succeeded, and then happen in two phases: first every target is checked and
+its previous version kept aside (a hard link, which costs no space), then the
+renames; if any of them fails, the ones already done are rolled back from
+those copies.  So a run that fails while writing or placing its third output
+(a full disk, a folder where a file should go) leaves every output as it was
+instead of pairing a new graph with old labels.  SIGINT and SIGTERM are held
+back for the few milliseconds of the renames.
 """
 from __future__ import annotations
 
@@ -12,11 +16,111 @@ import contextlib
 import contextvars
 import errno
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
-# (commit, discard) pairs waiting for the end of the innermost all_or_nothing() block.
+# Swaps waiting for the end of the innermost all_or_nothing() block.
 _pending: contextvars.ContextVar[list | None] = contextvars.ContextVar("atomic_pending", default=None)
+
+
+class Swap:
+    """One prepared replacement, placed in two phases by ``place_all``.
+
+    ``prepare()`` checks the target and keeps its previous version without touching it;
+    ``commit()`` puts the new version in place; ``rollback()`` brings the previous one back
+    after a commit; ``discard()`` removes what was prepared; ``finish()`` drops the kept
+    previous version once every swap is in place.  ``target`` (optional) lets a block refuse
+    two outputs on one path.
+    """
+
+    target: Path | None = None
+
+    def prepare(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def discard(self) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _Callbacks(Swap):
+    def __init__(self, commit, discard=None, prepare=None, rollback=None, finish=None, target=None):
+        self._commit, self._discard, self._prepare = commit, discard, prepare
+        self._rollback, self._finish = rollback, finish
+        self.target = None if target is None else Path(target)
+
+    def prepare(self):
+        if self._prepare:
+            self._prepare()
+
+    def commit(self):
+        self._commit()
+
+    def rollback(self):
+        if self._rollback:
+            self._rollback()
+
+    def discard(self):
+        if self._discard:
+            self._discard()
+
+    def finish(self):
+        if self._finish:
+            self._finish()
+
+
+class FileSwap(Swap):
+    """A finished temporary file (on the target's file system) to be renamed over ``target``."""
+
+    def __init__(self, tmp, target):
+        self.tmp, self.target = Path(tmp), Path(target)
+        self.backup: Path | None = None
+        self.committed = False
+
+    def prepare(self):
+        target = self.target
+        if target.is_dir() and not target.is_symlink():
+            raise _naming(IsADirectoryError(errno.EISDIR, "a folder is in the way of this file"), target)
+        if os.path.lexists(target):
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".previous", dir=target.parent)
+            os.close(fd)
+            os.unlink(name)
+            try:
+                os.link(target, name, follow_symlinks=False)  # no space needed, and the target stays in place
+            except OSError:
+                shutil.copy2(target, name, follow_symlinks=False)  # a file system without hard links
+            self.backup = Path(name)
+
+    def commit(self):
+        try:
+            os.replace(self.tmp, self.target)
+        except OSError as exc:
+            raise _naming(exc, self.target) from None
+        self.committed = True
+
+    def rollback(self):
+        if not self.committed:
+            return
+        if self.backup is not None:
+            os.replace(self.backup, self.target)
+            self.backup = None
+        else:
+            os.unlink(self.target)
+        self.committed = False
+
+    def discard(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+        if not self.committed:  # a backup whose rollback failed is the only copy left: keep it
+            self.finish()
+
+    def finish(self):
+        if self.backup is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.backup)
+            self.backup = None
 
 
 @contextlib.contextmanager
@@ -24,14 +128,14 @@ def all_or_nothing():
     """Defer every atomic replacement made inside the block to its successful end.
 
     If the block raises, no target is touched and every temporary file is
-    removed.  If it succeeds, the prepared files are renamed into place one
-    after the other; renames need no disk space, so a full disk cannot stop
-    them half way.  Nested blocks join the outer one.
+    removed.  If it succeeds, every target is checked and kept aside first,
+    then the prepared files are renamed into place; a failure at any point
+    puts every target back as it was.  Nested blocks join the outer one.
     """
     if _pending.get() is not None:
         yield
         return
-    pending: list = []
+    pending: list[Swap] = []
     token = _pending.set(pending)
     try:
         yield
@@ -40,32 +144,84 @@ def all_or_nothing():
         _discard(pending)
         raise
     _pending.reset(token)
-    for i, (commit, _discard_one) in enumerate(pending):
+    place_all(pending)
+
+
+def place_all(swaps: list[Swap]) -> None:
+    """Two-phase commit of ``swaps``: all of them land, or every target is left as it was."""
+    targets = [os.path.abspath(s.target) for s in swaps if s.target is not None]
+    clash = next((t for t in targets if targets.count(t) > 1), None)
+    with _signals_held():
+        done: list[Swap] = []
         try:
-            commit()
+            if clash is not None:
+                raise _naming(FileExistsError(errno.EEXIST, "two outputs were to be written to one path"),
+                              Path(clash))
+            for swap in swaps:
+                swap.prepare()
+            for swap in swaps:
+                done.append(swap)  # before commit: a half-done commit is rolled back too
+                swap.commit()
         except BaseException:
-            _discard(pending[i + 1 :])
+            for swap in reversed(done):
+                with contextlib.suppress(OSError):
+                    swap.rollback()
+            _discard(swaps)
             raise
+        for swap in swaps:
+            with contextlib.suppress(OSError):
+                swap.finish()
 
 
-def defer(commit, discard=None) -> None:
-    """Run ``commit()`` now, or at the successful end of the current all_or_nothing() block.
+def defer(commit, discard=None, *, prepare=None, rollback=None, finish=None, target=None) -> None:
+    """Run ``commit()`` now, or in the two-phase commit at the successful end of the current block.
 
-    ``discard()`` cleans up instead when the block fails.  Writers other than
-    atomic_path (a SavedModel folder swap, say) use this to join the block.
+    ``discard()`` cleans up instead when the block fails; ``prepare``, ``rollback`` and
+    ``finish`` are the other phases of a ``Swap``.  Writers other than atomic_path (a
+    SavedModel folder swap, say) use this to join the block.
     """
+    join(_Callbacks(commit, discard, prepare, rollback, finish, target))
+
+
+def join(swap: Swap) -> None:
+    """Place ``swap`` now, or at the successful end of the current all_or_nothing() block."""
     pending = _pending.get()
     if pending is None:
-        commit()
+        place_all([swap])
     else:
-        pending.append((commit, discard))
+        pending.append(swap)
 
 
 def _discard(pending) -> None:
-    for _commit, discard in pending:
-        if discard is not None:
-            with contextlib.suppress(OSError):
-                discard()
+    for swap in pending:
+        with contextlib.suppress(OSError):
+            swap.discard()
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back while files are renamed, so a run is never stopped half way through.
+
+    Python runs signal handlers in the main thread whichever thread the signal reached, so swapping the
+    handlers for a recorder holds them back; the first one recorded is handled once the renames are done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, _frame: received.append(signum)) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler in (signal.SIG_DFL, None):
+                signal.raise_signal(received[0])
 
 
 @contextlib.contextmanager
@@ -88,10 +244,8 @@ def atomic_path(target):
         raise _naming(exc, target) from None
     os.close(fd)
     tmp = Path(tmp)
-
-    def discard():
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    swap = FileSwap(tmp, target)
+    discard = swap.discard
 
     try:
         yield tmp
@@ -104,15 +258,7 @@ def atomic_path(target):
     except BaseException:
         discard()
         raise
-    defer(lambda: _replace(tmp, target, discard), discard)
-
-
-def _replace(tmp: Path, target: Path, discard) -> None:
-    try:
-        os.replace(tmp, target)
-    except OSError as exc:
-        discard()
-        raise _naming(exc, target) from None
+    join(swap)
 
 
 def _naming(exc: OSError, target: Path) -> OSError:

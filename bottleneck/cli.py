@@ -12,10 +12,13 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from .errors import EXIT_FAILURE, EXIT_OK, UserError
+from .checks import check_numbers, check_outputs, check_values
+from .errors import EXIT_FAILURE, EXIT_OK, Terminated, UserError
 from .modules import BUILTIN_MODULE
 from .quiet import quiet_tensorflow
 from .settings import PRESETS, RetrainConfig, settings_fields, validate, with_flags
@@ -94,7 +97,12 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         if "Path" in types[flag]:  # an empty optional path means "not asked for"
             given[flag] = Path(value) if value else None
     config = with_flags(RetrainConfig(), {**preset, **given})
+    # Every check before any work: nan and inf first (the range checks would pass them), then the ranges,
+    # the values the engine relies on, and every output location.
+    check_numbers(config.flags())
     validate(config)
+    check_values(config)
+    check_outputs(config)
     return config
 
 
@@ -113,13 +121,34 @@ def setup_logging(verbosity: str) -> None:
         root.addHandler(logging.NullHandler())
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """SIGTERM raises Terminated (a KeyboardInterrupt), so it cleans up exactly as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_guarded(prog: str, body) -> int:
     """Run ``body()``; a UserError becomes one sentence on stderr and its exit code."""
     try:
-        return body()
+        with sigterm_unwinds():
+            return body()
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"{prog}: terminated.", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted.", file=sys.stderr)
         return 130

@@ -16,3 +16,9 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same unwinding as Ctrl-C so that temporary files are removed."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process killed by it

@@ -15,7 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .atomic import all_or_nothing, defer, write_bytes_atomic, write_text_atomic
+import numpy as np
+
+from .atomic import FileSwap, all_or_nothing, defer, join, write_bytes_atomic, write_text_atomic
 from .errors import EXIT_FAILURE, UserError
 from .graph import classifier_fn, frozen_graph_def
 from .modules import FeatureModule
@@ -28,6 +30,7 @@ log = logging.getLogger("retrain")
 # The SavedModel's signatures: encoded image bytes (TensorFlow Serving's default) and decoded pixels.
 SERVING_BYTES = "serving_default"
 SERVING_IMAGES = "serving_images"
+INTERMEDIATE_LABELS = "output_labels.txt"  # written beside the intermediate graphs
 
 
 def export_all(settings: ExportSettings, module: FeatureModule, layer: TrainedLayer, labels: list[str],
@@ -65,11 +68,30 @@ def intermediate_saver(settings: ExportSettings, module: FeatureModule, labels: 
     def save(step, weights, biases):
         if step > 0 and step % every == 0:
             path = settings.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
-            write_frozen_graph(path, module, weights.copy(), biases.copy(), settings.final_tensor_name)
-            write_labels(settings.output_labels, labels)
+            try:
+                write_frozen_graph(path, module, weights.copy(), biases.copy(), settings.final_tensor_name)
+                # The labels go beside the intermediate graphs: --output_labels changes only with the final outputs.
+                write_labels(settings.intermediate_output_graphs_dir / INTERMEDIATE_LABELS, labels)
+            except OSError as exc:
+                raise UserError(f"Could not write the intermediate graph: {exc.strerror or exc} ({exc.filename}).",
+                                exit_code=EXIT_FAILURE) from None
             log.info("Save intermediate result to : %s", path)
 
     return save
+
+
+def check_final_tensor_name(module: FeatureModule, final_tensor_name: str) -> None:
+    """Raise UserError when the module's own graph already uses ``final_tensor_name``.
+
+    Traced once with zero weights, before any bottleneck is computed: TensorFlow would
+    otherwise rename the softmax silently and the export would fail at the very end.
+    """
+    zeros = np.zeros((module.bottleneck_size, 2), np.float32)
+    try:
+        frozen_graph_def(module, zeros, zeros[0], final_tensor_name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--final_tensor_name '{final_tensor_name}' is already the name of a tensor in the "
+                        "module's graph; choose another name.") from None
 
 
 def write_frozen_graph(path, module, weights, biases, final_tensor_name) -> None:
@@ -147,23 +169,26 @@ def write_saved_model(directory, module: FeatureModule, weights, biases, labels:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    def commit():
-        try:
-            check_saved_model_dir(directory)  # again: the swap may have waited for the end of a block
-            previous = None
-            if directory.exists():
-                previous = tmp / "previous"
-                directory.rename(previous)
-            try:
-                (tmp / "model").rename(directory)
-            except OSError:
-                if previous is not None:
-                    previous.rename(directory)
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    previous = tmp / "previous"
 
-    defer(commit, lambda: shutil.rmtree(tmp, ignore_errors=True))
+    def commit():
+        if directory.exists():
+            directory.rename(previous)
+        try:
+            (tmp / "model").rename(directory)
+        except OSError:
+            if previous.exists():
+                previous.rename(directory)
+            raise
+
+    def rollback():  # another output failed after this folder was swapped in: bring the old one back
+        directory.rename(tmp / "model")
+        if previous.exists():
+            previous.rename(directory)
+
+    defer(commit, lambda: shutil.rmtree(tmp, ignore_errors=True),
+          prepare=lambda: check_saved_model_dir(directory),  # again: the swap may have waited for the end of a block
+          rollback=rollback, finish=lambda: shutil.rmtree(tmp, ignore_errors=True), target=directory)
 
 
 def check_saved_model_dir(directory) -> None:
@@ -219,8 +244,25 @@ def decode_for_model(data, height: int, width: int):
 
 
 def write_checkpoint(path, weights, biases) -> None:
+    """The new layer as a TensorFlow checkpoint (``<path>.index`` and ``<path>.data-*``), written atomically.
+
+    TensorFlow writes the files in a temporary sibling folder; each is then renamed over its
+    target with the other outputs (at the end of an ``atomic.all_or_nothing()`` block).
+    """
     import tensorflow as tf
 
-    ckpt = tf.train.Checkpoint(final_weights=tf.Variable(weights), final_biases=tf.Variable(biases))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    ckpt.write(str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        ckpt = tf.train.Checkpoint(final_weights=tf.Variable(weights), final_biases=tf.Variable(biases))
+        ckpt.write(str(tmp / path.name))
+        swaps = [FileSwap(written, path.parent / written.name) for written in sorted(tmp.iterdir())]
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for swap in swaps:
+        join(swap)
+    # The folder goes once its files are placed, or when the block fails.
+    remove = lambda: shutil.rmtree(tmp, ignore_errors=True)  # noqa: E731
+    defer(lambda: None, remove, finish=remove)

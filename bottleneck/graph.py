@@ -43,8 +43,10 @@ def frozen_graph_def(module: FeatureModule, weights: np.ndarray, biases: np.ndar
         graph_def = convert_variables_to_constants_v2(fn).graph.as_graph_def()
     else:  # the built-in network is constants already; skipping the conversion saves seconds per run
         graph_def = fn.graph.as_graph_def()
-    names = {node.name for node in graph_def.node}
+    ops = {node.name: node.op for node in graph_def.node}
     for required in (INPUT_NAME, BOTTLENECK_NAME, final_tensor_name):
-        if required not in names:
+        if required not in ops:
             raise RuntimeError(f"frozen graph lacks the tensor '{required}'")
+    if ops[final_tensor_name] != "Softmax":  # the name was taken first, and TensorFlow renamed the softmax
+        raise RuntimeError(f"the frozen graph's '{final_tensor_name}' is a {ops[final_tensor_name]}, not the scores")
     return graph_def

@@ -89,7 +89,8 @@ class TrainSettings:
 
     steps: int = setting(4000, "How many training steps to run before ending.", flag="how_many_training_steps")
     learning_rate: float = setting(0.01, "How large a learning rate to use when training.")
-    batch_size: int = setting(100, "How many images to train on at a time.", flag="train_batch_size")
+    batch_size: int = setting(100, "How many images to train on at a time. A value of -1 trains on the whole "
+                              "training set at every step.", flag="train_batch_size")
     eval_step_interval: int = setting(10, "How often to evaluate the training results.")
     validation_batch_size: int = setting(
         100, "How many images to use in an evaluation batch. A value of -1 causes the entire validation set to be "
@@ -231,7 +232,7 @@ def validate(config: RetrainConfig) -> None:
     if inputs.image_dir is None or not str(inputs.image_dir):
         raise UserError("--image_dir is required: point it at a folder with one sub-folder of images per class.")
     for flag, value in (("how_many_training_steps", training.steps),
-                        ("eval_step_interval", training.eval_step_interval), ("train_batch_size", training.batch_size),
+                        ("eval_step_interval", training.eval_step_interval),
                         ("extraction_batch_size", bottlenecks.extraction_batch_size)):
         if value <= 0:
             raise UserError(f"--{flag} must be a positive number, got {value}.")

@@ -96,6 +96,7 @@ def train_layer(
     biases = np.zeros(num_classes, np.float32)
     update = _optimizer(settings, [weights, biases])
     sample_train = balanced_sampler(train.y, num_classes, rng)
+    every_row = np.arange(len(train.y))  # --train_batch_size -1: the whole training set, as the classic script read it
     ends = set(_chunk_ends(settings.steps, [settings.eval_step_interval, store_every]))
     histogram_every = max(settings.eval_step_interval, settings.steps // 50)
     layer = TrainedLayer(weights=None, biases=None)
@@ -103,7 +104,7 @@ def train_layer(
     since_callback = 0
     with threadpool_limits(limits=1, user_api="blas"):  # tiny products: threads only add waiting
         for step in range(settings.steps):
-            rows = sample_train(settings.batch_size)
+            rows = every_row if settings.batch_size == -1 else sample_train(settings.batch_size)
             x, y = train.x[rows].astype(np.float32, copy=False), train.y[rows]
             inputs = x
             if settings.dropout > 0:
