@@ -28,6 +28,21 @@ from .metrics import confusion_matrix
 DEFAULT_SIZE = 299
 DEFAULT_LABELS = "/tmp/output_labels.txt"
 
+# Characters that would break the one-line-per-image layouts (text and CSV), shown as escapes instead.
+_LINE_BREAKING = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x85": "\\x85", "\u2028": "\\u2028",
+                  "\u2029": "\\u2029"}
+
+
+def utf8_name(path) -> str:
+    """The path as valid UTF-8 text: bytes of a name that are not UTF-8 are written as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def one_line_name(path) -> str:
+    """``utf8_name``, with line breaks, tabs and other control characters written as escapes (``\\n``, ``\\x1b``)."""
+    return "".join(_LINE_BREAKING.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+                   for c in utf8_name(path))
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -113,7 +128,14 @@ def load_graph(path, input_layer="Placeholder", output_layer="final_result", hei
     except (ValueError, tf.errors.OpError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
         raise UserError(f"The graph '{path}' cannot be loaded: {first}.") from None
-    num_outputs = fn.outputs[0].shape[-1]
+    shape = fn.outputs[0].shape
+    if shape.rank is not None and (shape.rank != 2 or shape[0] is not None):
+        raise UserError(
+            f"--output_layer '{output_layer}' of the graph '{path}' has shape {shape.as_list()}, not one score per "
+            "class for each image ([None, classes]); name the retrained scores (final_result, or retrain.py's "
+            "--final_tensor_name)."
+        )
+    num_outputs = shape[-1] if shape.rank is not None else None
     return Classifier(fn, height or graph_h or DEFAULT_SIZE, width or graph_w or DEFAULT_SIZE, int(num_outputs or 0))
 
 
@@ -134,14 +156,19 @@ def read_labels(path) -> list[str]:
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
-    """Files as given, folders walked recursively for image files (sorted, hidden files skipped)."""
+    """Files as given, folders walked recursively for image files (sorted, hidden files skipped).
+
+    Symbolic links are followed, but no folder is visited twice, so a link loop ends (as in retrain.py's walk).
+    """
+    from .walk import walk_folders
+
     out: list[Path] = []
+    visited: dict[str, str] = {}
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                out.extend(Path(dirpath) / f for f in sorted(filenames) if is_candidate(f))
+            for dirpath, filenames in walk_folders(p, visited):
+                out.extend(Path(dirpath) / f for f in filenames if is_candidate(f))
         else:
             out.append(p)
     return out
@@ -172,6 +199,9 @@ def classify_paths(classifier: Classifier, labels: list[str], paths: list[Path],
             prepared = list(pool.map(prepare, chunk))
             good = [i for i, p in enumerate(prepared) if not isinstance(p, str)]
             scores = classifier(np.stack([prepared[i] for i in good]).astype(np.float32)) if good else []
+            if good and np.shape(scores) != (len(good), len(labels)):
+                raise UserError(f"The model gave scores of shape {list(np.shape(scores))} for {len(good)} images and "
+                                f"{len(labels)} labels; --output_layer must name one score per class and image.")
             score_of = dict(zip(good, scores))
             for i, path in enumerate(chunk):
                 if i not in score_of:
@@ -188,6 +218,15 @@ def run(args) -> int:
         raise UserError("No image given: pass image files or folders, or --image PATH.")
     if args.top_k <= 0 or args.batch_size <= 0:
         raise UserError("--top_k and --batch_size must be positive.")
+    from .checks import check_numbers
+
+    check_numbers(vars(args))
+    for flag in ("input_height", "input_width"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise UserError(f"--{flag} must be a positive number of pixels, got {value}.")
+    if args.input_std == 0:
+        raise UserError("--input_std cannot be 0: the pixels are divided by it.")
     if str(args.graph).lower().endswith(".tflite"):
         from .tflite import load_tflite
 
@@ -227,18 +266,19 @@ def write_predictions(predictions, output_format: str, top_k: int, several: bool
     for prediction in predictions:
         if prediction.error is not None:
             failed += 1
-            print(f"label_image.py: error: cannot classify {prediction.path}: {prediction.error}", file=sys.stderr)
+            print(f"label_image.py: error: cannot classify {one_line_name(prediction.path)}: {prediction.error}",
+                  file=sys.stderr)
         if output_format == "json":
             top = [{"label": label, "score": score} for label, score in prediction.top or []]
-            print(json.dumps({"path": str(prediction.path), "predictions": top, "error": prediction.error},
+            print(json.dumps({"path": utf8_name(prediction.path), "predictions": top, "error": prediction.error},
                              ensure_ascii=False))
         elif output_format == "csv":
             cells = [value for pair in (prediction.top or []) for value in (pair[0], f"{pair[1]:.6f}")]
             cells += [""] * (2 * top_k - len(cells))
-            writer.writerow([str(prediction.path), *cells, prediction.error or ""])
+            writer.writerow([one_line_name(prediction.path), *cells, prediction.error or ""])
         elif prediction.error is None:
             if several:
-                print(prediction.path)
+                print(one_line_name(prediction.path))
             for label, score in prediction.top:
                 print(label, score)
         sys.stdout.flush()
@@ -273,7 +313,8 @@ def print_evaluation(predictions, truth: dict[Path, int], labels: list[str]) -> 
     for prediction in predictions:
         if prediction.error is not None:
             failed += 1
-            print(f"label_image.py: error: cannot classify {prediction.path}: {prediction.error}", file=sys.stderr)
+            print(f"label_image.py: error: cannot classify {one_line_name(prediction.path)}: {prediction.error}",
+                  file=sys.stderr)
             continue
         true.append(truth[prediction.path])
         predicted.append(labels.index(prediction.top[0][0]))

@@ -1,0 +1,171 @@
+"""label_image.py against hostile inputs: impossible sizes and normalisation, an output layer that is not a
+score vector, folders with link loops, and file names that would break the output layouts."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, make_dataset, retrain_args, write_photo
+
+from bottleneck.classify import one_line_name, utf8_name
+from bottleneck.cli import label_image_main, retrain_main
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_module, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("hostile_label_image")
+    images = make_dataset(tmp / "images", {"red": 6, "green": 6})
+    with contextlib.redirect_stderr(io.StringIO()) as log, contextlib.redirect_stdout(io.StringIO()):
+        code = retrain_main(retrain_args(tmp, images, tiny_module, steps=20))
+    assert code == 0, log.getvalue()[-3000:]
+    return tmp / "out"
+
+
+def classify(trained, capsys, *args):
+    code = label_image_main([f"--graph={trained / 'graph.pb'}", f"--labels={trained / 'labels.txt'}", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_sentence(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("label_image.py: error: ") and lines[0].rstrip().endswith("."), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    return write_photo(tmp_path / "p.jpg", (220, 40, 40), seed=1)
+
+
+# --------------------------------------------------------------------------- flags
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--input_height=-5"], "--input_height must be a positive number of pixels"),
+    (["--input_width=0"], "--input_width must be a positive number of pixels"),
+    (["--input_std=0"], "--input_std cannot be 0"),
+    (["--input_std=nan"], "--input_std must be a finite number"),
+    (["--input_mean=inf"], "--input_mean must be a finite number"),
+])
+def test_impossible_sizes_and_normalisation_are_one_sentence(trained, capsys, photo, flags, fragment):
+    code, out, err = classify(trained, capsys, *flags, photo)
+    assert code == 2 and out == ""
+    assert fragment in one_sentence(err)
+
+
+@pytest.mark.parametrize("layer", ["Placeholder", "final_weights", "final_biases", "bottleneck"])
+def test_an_output_layer_that_is_not_a_score_vector_is_refused(trained, capsys, photo, layer):
+    code, out, err = classify(trained, capsys, f"--output_layer={layer}", photo)
+    assert code == 2 and out == ""  # never printed as if they were scores
+    line = one_sentence(err)
+    # A per-image vector of the wrong length (the bottleneck) is caught by the label count instead.
+    assert (layer in line and "not one score per class" in line) or "outputs 24 scores" in line
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def test_a_symlink_loop_in_a_folder_is_walked_once(trained, capsys, tmp_path):
+    folder = tmp_path / "photos"
+    write_photo(folder / "a.jpg", (220, 40, 40), seed=2)
+    write_photo(folder / "sub" / "b.jpg", (40, 200, 60), seed=3)
+    os.symlink(folder, folder / "again")  # contains itself
+    (folder / "sub" / "up").symlink_to("..")  # and a relative loop
+    code, out, err = classify(trained, capsys, "--output_format=json", folder)
+    assert code == 0, err
+    paths = [json.loads(line)["path"] for line in out.splitlines()]
+    assert sorted(Path(p).name for p in paths) == ["a.jpg", "b.jpg"]
+    assert not any("again" in p or "/up/" in p for p in paths)
+
+
+# --------------------------------------------------------------------------- names that break layouts
+
+NASTY = ["carriage\rreturn.jpg", "new\nline.jpg", "tab\there.jpg", "ok,comma \"quote\".jpg"]
+NOT_UTF8 = b"caf\xe9 latin-1.jpg"
+
+
+@pytest.fixture
+def nasty(tmp_path) -> Path:
+    folder = tmp_path / "nasty"
+    for i, name in enumerate(NASTY):
+        write_photo(folder / name, (220, 40, 40), seed=10 + i)
+    with open(os.fsencode(folder) + b"/" + NOT_UTF8, "wb") as f:
+        f.write((folder / NASTY[0]).read_bytes())
+    return folder
+
+
+def test_csv_has_one_row_per_image_whatever_the_names(trained, capsys, nasty):
+    code, out, err = classify(trained, capsys, "--output_format=csv", nasty)
+    assert code == 0, err
+    assert len(out.splitlines()) == 1 + 5  # header + one physical line per image, read by any line-based tool
+    rows = list(csv.DictReader(io.StringIO(out)))
+    names = sorted(Path(row["path"]).name for row in rows)
+    assert names == sorted(["carriage\\rreturn.jpg", "new\\nline.jpg", "tab\\there.jpg", "ok,comma \"quote\".jpg",
+                            "caf\\xe9 latin-1.jpg"])
+    out.encode("utf-8")  # valid UTF-8: no lone surrogates
+    assert "\\udc" not in out
+
+
+def test_text_format_keeps_one_path_line_per_image(trained, capsys, nasty):
+    code, out, err = classify(trained, capsys, "--top_k=1", nasty)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 * 5  # path line, then its one label line, for each image
+    paths = lines[0::2]
+    assert all(p.startswith(str(nasty)) for p in paths)
+    assert any(p.endswith("new\\nline.jpg") for p in paths) and any(p.endswith("caf\\xe9 latin-1.jpg") for p in paths)
+
+
+def test_json_paths_are_the_real_names_and_valid_utf8(trained, capsys, nasty):
+    code, out, err = classify(trained, capsys, "--output_format=json", nasty)
+    assert code == 0, err
+    names = sorted(Path(json.loads(line)["path"]).name for line in out.splitlines())
+    assert names == sorted([*NASTY, "caf\\xe9 latin-1.jpg"])  # JSON escapes line breaks itself
+    assert "\\udc" not in out
+
+
+def test_the_escaping_rules():
+    assert utf8_name(os.fsdecode(b"/a/caf\xe9.jpg")) == "/a/caf\\xe9.jpg"
+    assert one_line_name("a\nb\rc\td\x1be\x7f\u2028.jpg") == "a\\nb\\rc\\td\\x1be\\x7f\\u2028.jpg"
+    assert one_line_name("naïve café 日本.jpg") == "naïve café 日本.jpg"
+
+
+def test_an_error_line_names_the_file_on_one_line(trained, capsys, tmp_path):
+    bad = tmp_path / "broken\nname.jpg"
+    bad.write_bytes(b"not an image")
+    code, _out, err = classify(trained, capsys, bad)
+    assert code == 2 and "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("label_image.py: error: cannot classify ")
+    assert "broken\\nname.jpg" in lines[0]
+
+
+def test_sigterm_stops_label_image_cleanly(trained, tmp_path):
+    folder = tmp_path / "many"
+    for i in range(400):
+        write_photo(folder / f"p{i:03d}.jpg", (220, 40, 40), seed=i, size=(300, 240))
+    proc = subprocess.Popen(
+        [sys.executable, "label_image.py", f"--graph={trained / 'graph.pb'}", f"--labels={trained / 'labels.txt'}",
+         "--batch_size=1", str(folder)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout.readline()  # classifying by now
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err.decode()
+    assert b"label_image.py: terminated." in err and b"Traceback" not in err
