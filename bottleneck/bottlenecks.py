@@ -25,6 +25,7 @@ from .cache import BottleneckCache, Entry, import_classic_text
 from .extract import Job, Skipped, compute_missing
 from .fine_tune import extraction_fn
 from .modules import FeatureModule
+from .notes import bounded
 from .progress import Progress
 from .settings import BottleneckSettings
 from .split import ClassSplit
@@ -65,8 +66,9 @@ def ensure(settings: BottleneckSettings, module: FeatureModule, cache: Bottlenec
         jobs += distorted_copy_jobs(settings, stores, splits, digest_of)
     if jobs:
         skipped += compute(settings, module, stores, jobs, tuned_blocks, show_progress, readable)
-    for s in skipped:
-        log.warning("Skipping %s: %s", s.path, s.reason)
+    lines = [f"Skipping {s.path}: {s.reason}" for s in skipped]
+    for line in bounded(lines, "unreadable images (all listed in the report's summary.json)"):
+        log.warning(line)
     return CachedImages(digest_of, skipped)
 
 
@@ -78,12 +80,14 @@ def hash_images(cache: BottleneckCache, images: list[ImageFile]) -> tuple[dict[P
 
 def warn_cross_class_duplicates(readable: list[tuple[ImageFile, str, str]]) -> None:
     classes_of: dict[str, set[str]] = {}
-    for _image, folder, digest in readable:
+    paths_of: dict[str, list[str]] = {}
+    for image, folder, digest in readable:
         classes_of.setdefault(digest, set()).add(folder)
-    for digest, folders in classes_of.items():
-        if len(folders) > 1:
-            same = [str(im.path) for im, _f, d in readable if d == digest]
-            log.warning("The same image is in several classes (%s): %s", ", ".join(sorted(folders)), "; ".join(same))
+        paths_of.setdefault(digest, []).append(str(image.path))
+    lines = [f"The same image is in several classes ({', '.join(sorted(folders))}): {'; '.join(paths_of[digest])}"
+             for digest, folders in classes_of.items() if len(folders) > 1]
+    for line in bounded(lines, "images that are in several classes"):
+        log.warning(line)
 
 
 def import_classic_files(bottleneck_dir: Path, module: FeatureModule, cache: BottleneckCache,

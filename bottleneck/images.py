@@ -23,7 +23,24 @@ import struct
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+# Every extension a JPEG goes by, the other formats Pillow reads, and phone photos (HEIC/HEIF via the
+# pillow-heif plugin, AVIF by Pillow itself).
+JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".jfi", ".jif"})
+IMAGE_EXTENSIONS = JPEG_EXTENSIONS | frozenset({".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif",
+                                                ".avif"})
+
+try:  # decodes HEIC/HEIF (iPhone photos) through Image.open; registering is idempotent and thread-safe
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # requirements.txt installs it; without it HEIC files are skipped with a reason
+    HEIF_SUPPORTED = False
+
+# A JPEG whose data ends before its last rows decodes them as flat grey (libjpeg fills what is missing
+# and only warns).  Above this share of the rows missing, the file is refused as truncated: the
+# features would describe a grey band, not the photo.  A few missing rows at the bottom are tolerated.
+MAX_MISSING_ROWS = 0.05
 
 # Larger images are refused from the header alone: a 20000x20000 "bomb" would
 # need 1.2 GB as RGB before we could even resize it.
@@ -159,8 +176,29 @@ def _open(source, draft_size: tuple[int, int] | None = None) -> Image.Image:
             raise BadImage(_decode_reason(e, fmt)) from e
         except MemoryError as e:
             raise BadImage(f"out of memory decoding {w}x{h} {fmt} image") from e
+        if fmt == "JPEG":
+            missing = missing_rows(img)
+            if missing > MAX_MISSING_ROWS:
+                raise BadImage(f"truncated JPEG data ({missing:.0%} of the image is missing)")
 
     return _to_rgb(_upright(img))
+
+
+def missing_rows(img: Image.Image) -> float:
+    """The share of a decoded JPEG's rows, counted from the bottom, that are the decoder's flat fill.
+
+    libjpeg fills the rows its data did not reach with mid-grey (128 in every channel, exactly), so a
+    file whose header promises more rows than its data holds ends in such rows.  A real photo almost
+    never holds a whole row of exactly 128.
+    """
+    if img.mode not in ("RGB", "L") or img.height == 0:
+        return 0.0
+    pixels = np.asarray(img)
+    if not (pixels[-1] == 128).all():  # the common case, in one row
+        return 0.0
+    flat = (pixels.reshape(img.height, -1) == 128).all(axis=1)
+    filled = int(np.argmin(flat[::-1])) if not flat.all() else img.height
+    return filled / img.height
 
 
 @contextlib.contextmanager
@@ -254,7 +292,7 @@ def _unidentified_reason(prefix: bytes, fmt: str) -> str:
     if prefix[4:8] == b"ftyp":
         brand = prefix[8:12].decode("ascii", "replace").strip()
         if brand in ("heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"):
-            return "unsupported format (HEIC/HEIF)"
+            return "corrupt HEIC/HEIF file" if HEIF_SUPPORTED else "unsupported format (HEIC/HEIF: install pillow-heif)"
         return "not an image (looks like a video)"
     head = prefix.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):

@@ -13,12 +13,13 @@ from . import bottlenecks, fine_tune
 from .cache import BottleneckCache
 from .errors import UserError
 from .evaluate import check_accuracy_gate, final_test, pick_test_images
-from .export import export_all, intermediate_saver
+from .export import check_final_tensor_name, export_all, intermediate_saver
 from .modules import load_module
+from .notes import bounded
 from .progress import Progress
 from .report import ReportData, write_report
 from .sets import load_sets
-from .settings import RetrainConfig
+from .settings import ExportSettings, RetrainConfig
 from .split import SETS, split_classes
 from .tensorboard import Summaries
 from .train import predict, train_layer
@@ -54,6 +55,8 @@ def retrain(config: RetrainConfig) -> RunResult:
     with phase("load_module"):
         module = load_module(config.bottlenecks.tfhub_module, config.bottlenecks.model_dir, log=log.info,
                              top_block=config.bottlenecks.bottleneck_layer)
+        if config.export.final_tensor_name != ExportSettings.final_tensor_name:  # the default is known to be free
+            check_final_tensor_name(module, config.export.final_tensor_name)
     with contextlib.ExitStack() as open_caches:  # the activations stay open through fine-tuning
         activations = None
         if config.fine_tune.enabled:
@@ -111,8 +114,10 @@ def _phase_clock(timings: dict[str, float]):
 
 def find_classes(config: RetrainConfig) -> list[ImageClass]:
     listing = list_images(config.input.image_dir)
-    for warning in listing.warnings:
+    for warning in bounded(listing.warnings, "warnings about the class folders"):
         log.warning(warning)
+    if listing.ignored_summary():
+        log.warning(listing.ignored_summary())
     return listing.classes
 
 

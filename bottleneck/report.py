@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path, write_text_atomic
+from .errors import EXIT_FAILURE, UserError
 from .metrics import confusion_matrix, per_class_metrics
 
 SUMMARY_FORMAT = "bottleneck-report/1"
@@ -32,6 +33,9 @@ CURVES_FILE = "training_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 SUMMARY_FILE = "summary.json"
 SPLITS = ("training", "validation", "testing")
+# Up to this many classes summary.json holds the whole confusion matrix ("counts"); beyond, only its
+# non-zero cells ("cells": [true, predicted, count]), so a thousand classes do not write a million zeros.
+DENSE_MATRIX_UP_TO = 100
 
 # Over-fitting rule (see overfitting_warning).
 OVERFIT_MIN_DROP = 0.03  # validation must fall by at least 3 points...
@@ -270,13 +274,34 @@ def build_summary(data: ReportData, report_dir=None) -> dict:
         },
         "per_class": per_class,
         "macro_average": macro,
-        "confusion_matrix": {"rows": "true", "columns": "predicted", "counts": matrix.tolist()},
+        "confusion_matrix": _matrix_entry(matrix),
         "misclassified": misclassified,
         "timings_s": {str(k): _round(v, 3) for k, v in data.timings.items()},
         "overfitting_warning": overfitting_warning(history),
         "fine_tune": dict(data.fine_tune) if data.fine_tune else None,
     }
     return _jsonable(summary)
+
+
+def _matrix_entry(matrix: np.ndarray) -> dict:
+    entry = {"rows": "true", "columns": "predicted"}
+    if len(matrix) <= DENSE_MATRIX_UP_TO:
+        entry["counts"] = matrix.tolist()
+    else:
+        entry["cells"] = [[int(i), int(j), int(matrix[i, j])] for i, j in zip(*np.nonzero(matrix))]
+    return entry
+
+
+def matrix_from_summary(summary: Mapping[str, Any]) -> np.ndarray:
+    """The confusion matrix of a summary, whichever of its two forms it holds."""
+    n = len(summary["labels"])
+    entry = summary["confusion_matrix"]
+    if "counts" in entry:
+        return np.asarray(entry["counts"], dtype=np.int64).reshape(n, -1)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    for i, j, count in entry["cells"]:
+        matrix[i, j] = count
+    return matrix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,10 +425,17 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], target, tit
 
 def write_report(report_dir, data: ReportData) -> dict:
     """Write the two plots and summary.json under ``report_dir``; returns the summary dict."""
-    report_dir = Path(report_dir)
+    try:
+        return _write_report(Path(report_dir), data)
+    except OSError as exc:  # the outputs are in place by now: say so, in one sentence
+        raise UserError(f"The outputs were written, but the report could not be: {exc.strerror or exc} "
+                        f"({exc.filename or report_dir}).", exit_code=EXIT_FAILURE) from None
+
+
+def _write_report(report_dir: Path, data: ReportData) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
     summary = build_summary(data, report_dir)
-    matrix = np.asarray(summary["confusion_matrix"]["counts"], dtype=np.int64).reshape(len(summary["labels"]), -1)
+    matrix = matrix_from_summary(summary)
     test = summary["accuracy"]
     title = "Confusion matrix (test set)"
     if test["test"] is not None:

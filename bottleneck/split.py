@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from .notes import bounded
 from .walk import ImageClass, ImageFile
 
 SETS = ("training", "validation", "testing")
@@ -80,11 +81,13 @@ def split_class(
 
 def split_classes(classes: list[ImageClass], validation_percentage: float, testing_percentage: float,
                   warn=print) -> list[ClassSplit]:
-    """Every class split; ``warn`` hears about classes too small for every set."""
-    splits = []
+    """Every class split; ``warn`` hears about classes too small for every set (a bounded number of lines)."""
+    splits, notes = [], []
     for image_class in classes:
         split, note = split_class(image_class, validation_percentage, testing_percentage)
         if note:
-            warn(note)
+            notes.append(note)
         splits.append(split)
+    for note in bounded(notes, "small classes with images moved between sets"):  # a thousand tiny classes: a few lines
+        warn(note)
     return splits

@@ -24,7 +24,11 @@ class Summaries:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"Cannot create --summaries_dir '{root}': {exc.strerror}.") from None
-        _move_old_runs_aside(root)
+        try:
+            _move_old_runs_aside(root)
+        except OSError as exc:
+            raise UserError(f"Cannot move the earlier TensorBoard runs in --summaries_dir '{root}' aside: "
+                            f"{exc.strerror or exc} ({exc.filename}).") from None
         self.train = tf.summary.create_file_writer(str(root / "train"))
         self.validation = tf.summary.create_file_writer(str(root / "validation"))
         self._points = {"train": [], "validation": []}  # (step, accuracy, cross_entropy)

@@ -89,7 +89,9 @@ def _close(actual, expected, tol=0):
         (".DS_Store", False),
         ("jpg", False),
         ("a.jpg.txt", False),
-        ("a.heic", False),
+        ("a.heic", True),  # phone photos, decoded by pillow-heif
+        ("a.JFIF", True),
+        ("a.jpe", True),
     ],
 )
 def test_is_candidate(name, expected):
@@ -98,7 +100,8 @@ def test_is_candidate(name, expected):
 
 def test_constants():
     assert images.MAX_PIXELS == 100_000_000
-    assert images.IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+    assert images.IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".jpe", ".jfif", ".jfi", ".jif", ".png", ".gif", ".bmp",
+                                       ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
     assert all(e == e.lower() and e.startswith(".") for e in images.IMAGE_EXTENSIONS)
 
 
@@ -153,7 +156,7 @@ def test_empty_file(tmp_path):
         (b"<!DOCTYPE html><html><body>404 Not Found</body></html>", "not an image (looks like HTML)"),
         (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "unsupported format (SVG)"),
         (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "not an image (looks like PDF)"),
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "unsupported format (HEIC/HEIF)"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "corrupt HEIC/HEIF file"),  # a header, no image
         (bytes(range(256)) * 4, "not an image (unrecognised format)"),
     ],
 )
