@@ -98,9 +98,10 @@ def check_outputs(config) -> None:
                                 "run; give it a path outside.")
 
     for flag, path in files.items():
+        shown = export.checkpoint_path if flag == "--checkpoint_path" else path  # the flag's value, not its .index
         if path.is_dir() and not path.is_symlink():
-            raise UserError(f"{flag} '{path}' is a folder; name a file.")
-        _writable(flag, path, path.parent)
+            raise UserError(f"{flag} '{shown}' is a folder; name a file.")
+        _writable(flag, shown, path.parent)
     for flag, folder in folders.items():
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{flag} '{folder}' is a file, not a folder.")
