@@ -170,6 +170,7 @@ def write_saved_model(directory, module: FeatureModule, weights, biases, labels:
         raise
 
     previous = tmp / "previous"
+    swapped = []  # non-empty once the new folder is in place
 
     def commit():
         if directory.exists():
@@ -180,11 +181,15 @@ def write_saved_model(directory, module: FeatureModule, weights, biases, labels:
             if previous.exists():
                 previous.rename(directory)
             raise
+        swapped.append(True)
 
     def rollback():  # another output failed after this folder was swapped in: bring the old one back
+        if not swapped:
+            return  # this swap's own commit failed, and it put the old folder back itself
         directory.rename(tmp / "model")
         if previous.exists():
             previous.rename(directory)
+        swapped.clear()
 
     defer(commit, lambda: shutil.rmtree(tmp, ignore_errors=True),
           prepare=lambda: check_saved_model_dir(directory),  # again: the swap may have waited for the end of a block

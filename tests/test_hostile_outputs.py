@@ -202,3 +202,24 @@ def test_a_signal_during_the_renames_waits_until_every_output_is_in_place(tmp_pa
             atomic.write_text_atomic(labels, "new labels\n")
     assert graph.read_bytes() == b"new graph" and labels.read_text() == "new labels\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.pb", "labels.txt"]
+
+
+def test_a_saved_model_whose_own_swap_fails_keeps_the_previous_one(tmp_path, tiny_module, caplog, capsys,
+                                                                    monkeypatch, previous):
+    sm = tmp_path / "out" / "sm"
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if Path(target) == sm and self.name == "model":  # the new SavedModel cannot be moved into place
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(target))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    code, _log, err = run(tmp_path, make_dataset(tmp_path / "three", {"red": 6, "green": 6, "blue": 6}), tiny_module,
+                          caplog, capsys, f"--saved_model_dir={sm}")
+    assert code == 1
+    the_error(err)
+    after = snapshot(tmp_path / "out")
+    assert {k: v for k, v in after.items() if "_report/" not in k} == {
+        k: v for k, v in previous.items() if "_report/" not in k}
+    assert leftovers(tmp_path / "out") == []
