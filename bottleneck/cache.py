@@ -67,7 +67,7 @@ def cache_error(exc: sqlite3.Error, path: Path) -> UserError:
     folder = Path(path).parent
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return UserError(f"The bottleneck cache '{path}' stayed locked by another run.")
-    if code == _SQLITE_FULL or (code == _SQLITE_IOERR and _disk_full(folder)):
+    if code == _SQLITE_FULL or (code in (_SQLITE_IOERR, _SQLITE_CANTOPEN) and _disk_full(folder)):
         return UserError(f"The disk holding the bottleneck cache '{path}' is full; free some space and run again "
                          f"({kept}).", exit_code=EXIT_FAILURE)
     if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM):

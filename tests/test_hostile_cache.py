@@ -232,3 +232,12 @@ def test_an_image_replaced_between_hashing_and_decoding_is_never_stored_under_it
     assert to_compute(log) == (11, 1)  # the next run hashes the new content and stores it under its own key
     digests = {d for _m, d, _v in stored(tmp_path)}
     assert new_digest in digests and old_digest not in digests
+
+
+def test_a_disk_too_full_to_open_the_cache_is_reported_as_full(tmp_path, monkeypatch):
+    """On a full disk SQLite may fail to create the -shm or -wal file (SQLITE_CANTOPEN or SQLITE_IOERR)."""
+    with pytest.raises(sqlite3.Error) as exc:
+        sqlite3.connect("file:/no/such/folder/x?mode=ro", uri=True)
+    monkeypatch.setattr(cache_module, "_disk_full", lambda folder: True)
+    error = cache_error(exc.value, tmp_path / DB_NAME)
+    assert error.exit_code == EXIT_FAILURE and "is full" in str(error)
