@@ -57,6 +57,9 @@ def check_values(config) -> None:
                         ("test_batch_size", training.test_batch_size)):
         if value == 0 or value < -1:
             raise UserError(f"--{flag} must be a positive number, or -1 for the whole set, got {value}.")
+    if config.export.intermediate_store_frequency < 0:
+        raise UserError("--intermediate_store_frequency must be 0 (no intermediate graphs) or a positive number of "
+                        f"steps, got {config.export.intermediate_store_frequency}.")
 
 
 def check_outputs(config) -> None:

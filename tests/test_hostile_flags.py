@@ -73,6 +73,7 @@ def test_a_nan_learning_rate_trains_nothing(tmp_path, tiny_module, caplog, capsy
     ("--test_batch_size=0", "--test_batch_size must be a positive number, or -1"),
     ("--train_batch_size=0", "--train_batch_size must be a positive number, or -1"),
     ("--train_batch_size=-5", "--train_batch_size must be a positive number, or -1"),
+    ("--intermediate_store_frequency=-10", "--intermediate_store_frequency must be 0"),
 ])
 def test_values_the_engine_relies_on_are_refused_up_front(tmp_path, tiny_module, caplog, capsys, images, flag,
                                                            fragment):
