@@ -96,7 +96,7 @@ def _figure(thumbs: _Thumbs, path: str, caption: str, extra_class: str = "") -> 
         href = Path(path).resolve().as_uri()
     except ValueError:
         href = ""
-    image = (f'<img src="{uri}" alt="{_e(name)}" loading="lazy">' if uri
+    image = (f'<img src="{uri}" alt="{_e(name)}">' if uri
              else f'<div class="unreadable">{_e(name)}<br>(could not be read)</div>')
     return (f'<figure class="thumb {extra_class}" title="{_e(path)}"><a href="{_e(href)}">{image}</a>'
             f'<figcaption>{caption}<span class="file">{_e(name)}</span></figcaption></figure>')
