@@ -48,7 +48,8 @@ def machine() -> dict:
 
 
 def run_once(image_dir: Path, bottleneck_dir: Path, out: Path, skip: bool, seed: int) -> tuple[float, dict]:
-    command = [sys.executable, str(REPO / "retrain.py"), f"--image_dir={image_dir}", f"--bottleneck_dir={bottleneck_dir}",
+    command = [sys.executable, str(REPO / "retrain.py"), f"--image_dir={image_dir}",
+               f"--bottleneck_dir={bottleneck_dir}",
                f"--output_graph={out / 'graph.pb'}", f"--output_labels={out / 'labels.txt'}",
                f"--summaries_dir={out / 'logs'}", f"--checkpoint_path={out / 'ckpt' / 'ckpt'}",
                f"--random_seed={seed}", "--quiet"] + (["--skip_data_checks"] if skip else [])

@@ -232,7 +232,8 @@ def answer(prediction: Prediction, threshold: float | None) -> str | None:
     return UNKNOWN if threshold is not None and score < threshold else label
 
 
-def write_predictions(predictions, output_format: str, top_k: int, several: bool, threshold: float | None = None) -> int:
+def write_predictions(predictions, output_format: str, top_k: int, several: bool,
+                      threshold: float | None = None) -> int:
     """Print each prediction as it comes; returns how many images failed.
 
     With a ``threshold``, each image also gets an answer: its best label, or UNKNOWN below the threshold.

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .split import SETS
 from .settings import TrainSettings
+from .split import SETS
 from .train import _optimizer, _softmax, _truncated_normal, balanced_sampler
 
 log = logging.getLogger("retrain")
@@ -67,7 +67,7 @@ class AllImages:
     digests: list[str]
 
     @classmethod
-    def from_sets(cls, sets: dict, digest_of: dict) -> "AllImages":
+    def from_sets(cls, sets: dict, digest_of: dict) -> AllImages:
         """From pipeline.load_sets' plain SplitData per set and the digest of each path."""
         by_name = {str(path): digest for path, digest in digest_of.items()}
         xs, ys, paths, set_names = [], [], [], []

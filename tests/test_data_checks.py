@@ -5,11 +5,11 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import CLASS_COLOURS, make_dataset, retrain_args, the_error, write_photo
 
 from bottleneck import data_checks
 from bottleneck.cli import retrain_main
 from bottleneck.split import which_set
-from conftest import CLASS_COLOURS, make_dataset, retrain_args, the_error, write_photo
 
 
 def name_in(set_name: str, stem: str) -> str:
@@ -18,7 +18,8 @@ def name_in(set_name: str, stem: str) -> str:
 
 
 def planted(root):
-    """30 photos per colour, plus: a red photo in blue, a red photo copied into green, a test photo copied into training."""
+    """30 photos per colour, plus a red photo in blue, a red photo copied into green, a test photo copied into
+    training."""
     images = make_dataset(root, {"red": 30, "green": 30, "blue": 30})
     write_photo(images / "blue" / "mislabelled.jpg", CLASS_COLOURS["red"], seed=4242)
     shutil.copy(images / "red" / "img_001.jpg", images / "green" / "same_as_red_001.jpg")

@@ -4,9 +4,9 @@ import io
 import json
 
 import pytest
+from conftest import make_dataset, retrain_args, write_photo
 
 from bottleneck.cli import label_image_main, retrain_main
-from conftest import make_dataset, retrain_args, write_photo
 
 
 @pytest.fixture(scope="module")

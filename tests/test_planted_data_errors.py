@@ -5,11 +5,11 @@ import json
 import shutil
 
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from bottleneck.cli import retrain_main
 from bottleneck.split import which_set
-from conftest import ROOT
 
 pytestmark = pytest.mark.inception
 SAMPLE = ROOT / "examples" / "flower_photos"
@@ -70,7 +70,8 @@ def test_most_photos_in_the_wrong_folder_are_among_the_top_20_suspects(planted):
 def test_a_resized_reencoded_copy_of_a_test_photo_in_training_is_leakage(planted):
     _moved, test_photo, leaked, _original, _copy, report, summary = planted
     assert str(test_photo) in summary["data_checks"]["leakage"]["test_paths"]
-    pairs = [r for r in _rows(report / "duplicates.csv") if {r["path_a"], r["path_b"]} == {str(test_photo), str(leaked)}]
+    pairs = [r for r in _rows(report / "duplicates.csv")
+             if {r["path_a"], r["path_b"]} == {str(test_photo), str(leaked)}]
     assert [(r["kind"], r["crosses_sets"]) for r in pairs] == [("near", "1")]
 
 

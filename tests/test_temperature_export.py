@@ -3,12 +3,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import CLASS_COLOURS, TINY_SIZE, retrain_args, write_photo
 
 from bottleneck import calibration, tflite
 from bottleneck.classify import load_graph
 from bottleneck.cli import retrain_main
 from bottleneck.images import load_for_model
-from conftest import CLASS_COLOURS, TINY_SIZE, retrain_args, write_photo
 
 COLOURS = ("red", "green", "blue")
 
@@ -48,7 +48,8 @@ def test_the_summary_reports_the_temperature_and_the_calibration_error_before_an
 
 def test_every_export_computes_softmax_of_the_raw_logits_over_t(runs):
     out, images = runs
-    temperature = json.loads((out["scaled"] / "graph_report" / "summary.json").read_text())["calibration"]["temperature"]
+    summary = json.loads((out["scaled"] / "graph_report" / "summary.json").read_text())
+    temperature = summary["calibration"]["temperature"]
     paths = sorted(images.rglob("*.jpg"))[::40]
     pixels = np.stack([load_for_model(p, TINY_SIZE, TINY_SIZE) for p in paths]).astype(np.float32)
     raw = load_graph(out["raw"] / "graph.pb")(pixels)
