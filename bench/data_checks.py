@@ -47,12 +47,13 @@ def machine() -> dict:
     return info
 
 
-def run_once(image_dir: Path, bottleneck_dir: Path, out: Path, skip: bool, seed: int) -> tuple[float, dict]:
+def run_once(image_dir: Path, bottleneck_dir: Path, out: Path, skip: bool, seed: int,
+             extra=()) -> tuple[float, dict]:
     command = [sys.executable, str(REPO / "retrain.py"), f"--image_dir={image_dir}",
                f"--bottleneck_dir={bottleneck_dir}",
                f"--output_graph={out / 'graph.pb'}", f"--output_labels={out / 'labels.txt'}",
                f"--summaries_dir={out / 'logs'}", f"--checkpoint_path={out / 'ckpt' / 'ckpt'}",
-               f"--random_seed={seed}", "--quiet"] + (["--skip_data_checks"] if skip else [])
+               f"--random_seed={seed}", "--quiet", *extra] + (["--skip_data_checks"] if skip else [])
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -69,16 +70,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--watch", nargs="*", default=list(WATCH), help="Paths relative to --image_dir to rank.")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--retrain_flag", action="append", default=[], help="Passed to retrain.py (repeatable).")
     args = p.parse_args(argv)
     walls = {"with": [], "without": []}
     inside = []
     with tempfile.TemporaryDirectory() as tmp:
         full = None
-        run_once(args.image_dir, args.bottleneck_dir, Path(tmp) / "warmup", False, args.seed)  # caches warm
+        run_once(args.image_dir, args.bottleneck_dir, Path(tmp) / "warmup", False, args.seed,
+                 args.retrain_flag)  # caches warm
         for _ in range(args.repeats):
             for mode in ("without", "with"):
                 wall, summary = run_once(args.image_dir, args.bottleneck_dir, Path(tmp) / mode, mode == "without",
-                                         args.seed)
+                                         args.seed, args.retrain_flag)
                 walls[mode].append(wall)
                 if mode == "with":
                     t = summary["timings_s"]

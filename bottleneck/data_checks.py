@@ -113,6 +113,7 @@ class Findings:
     leaked_test: list[str] = field(default_factory=list)  # test images with a copy in training or validation
     leaked_validation: list[str] = field(default_factory=list)  # validation images with a copy in training
     index: str = ""  # which similarity index was used
+    folds: int = 0  # of the out-of-fold predictions (fewer than FOLDS when a class has fewer images)
     seconds: float = 0.0
     note: str = ""
 
@@ -299,15 +300,16 @@ def leaked(images: AllImages, pairs: list[DuplicatePair]) -> tuple[list[str], li
 def run_checks(images: AllImages, labels: list[str], seed: int = 0, folds: int = FOLDS) -> Findings:
     started = time.perf_counter()
     counts = np.bincount(images.y, minlength=len(labels))
-    probabilities, errors, note = None, [], ""
+    probabilities, errors, note, used = None, [], "", 0
     if len(images.y) and counts.min() >= 2 and len(labels) >= 2:
-        probabilities = out_of_fold(images, len(labels), min(folds, max(2, int(counts.min()))), seed)
+        used = min(folds, int(counts.min()))
+        probabilities = out_of_fold(images, len(labels), used, seed)
         errors = rank_label_errors(images, probabilities, labels)
     else:
         note = "Too few images per class to look for label errors (at least 2 per class are needed)."
     pairs = exact_pairs(images)
     near, index = near_pairs(images)
-    findings = Findings(labels, images, probabilities, errors, pairs, index=index, note=note)
+    findings = Findings(labels, images, probabilities, errors, pairs, index=index, folds=used, note=note)
     findings.pairs += [p for p in near if any(findings.crosses(p))]
     findings.leaked_test, findings.leaked_validation = leaked(images, findings.pairs)
     findings.seconds = time.perf_counter() - started
@@ -367,7 +369,7 @@ def summary_of(findings: Findings) -> dict:
         "seconds": round(findings.seconds, 3),
         "note": findings.note or None,
         "label_errors": {
-            "folds": FOLDS,
+            "folds": findings.folds,
             "cross_validated_accuracy": oof_accuracy,
             "disputed": len(findings.label_errors),
             "csv": LABEL_ERRORS_CSV,
