@@ -27,6 +27,7 @@ from .metrics import confusion_matrix
 
 DEFAULT_SIZE = 299
 DEFAULT_LABELS = "/tmp/output_labels.txt"
+UNKNOWN = "unknown"  # the answer below --threshold
 
 # Characters that would break the one-line-per-image layouts (text and CSV), shown as escapes instead.
 _LINE_BREAKING = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x85": "\\x85", "\u2028": "\\u2028",
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="The images sit in class folders (folder/<class>/...): print accuracy and a confusion "
                         "matrix against the folder names instead of per-image labels.")
     p.add_argument("--batch_size", type=int, default=32, help="How many images go through the graph at once.")
+    p.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help=f"Answer '{UNKNOWN}' for an image whose best score is below P (0 to 1): text prints a "
+                        f"'{UNKNOWN}' line before the scores, json adds \"answer\", csv an answer column. With "
+                        "--evaluate, P joins the thresholds of the accuracy-against-coverage table.")
     return p
 
 
@@ -227,6 +232,8 @@ def run(args) -> int:
             raise UserError(f"--{flag} must be a positive number of pixels, got {value}.")
     if args.input_std == 0:
         raise UserError("--input_std cannot be 0: the pixels are divided by it.")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold is a score between 0 and 1, got {args.threshold:g}.")
     if str(args.graph).lower().endswith(".tflite"):
         from .tflite import load_tflite
 
@@ -249,36 +256,58 @@ def run(args) -> int:
     top_k = len(labels) if args.evaluate else args.top_k
     predictions = classify_paths(classifier, labels, paths, top_k, args.input_mean, args.input_std, args.batch_size)
     if args.evaluate:
-        failed = print_evaluation(predictions, truth, labels)
+        failed = print_evaluation(predictions, truth, labels, args.threshold)
     else:
-        failed = write_predictions(predictions, args.output_format, args.top_k, several=len(paths) > 1)
+        failed = write_predictions(predictions, args.output_format, args.top_k, several=len(paths) > 1,
+                                   threshold=args.threshold)
     return EXIT_USAGE if failed else EXIT_OK
 
 
-def write_predictions(predictions, output_format: str, top_k: int, several: bool) -> int:
-    """Print each prediction as it comes; returns how many images failed."""
+def answer(prediction: Prediction, threshold: float | None) -> str | None:
+    """The best label, or UNKNOWN when its score is below ``threshold``; None for an unreadable image."""
+    if not prediction.top:
+        return None
+    label, score = prediction.top[0]
+    return UNKNOWN if threshold is not None and score < threshold else label
+
+
+def write_predictions(predictions, output_format: str, top_k: int, several: bool,
+                      threshold: float | None = None) -> int:
+    """Print each prediction as it comes; returns how many images failed.
+
+    With a ``threshold``, each image also gets an answer: its best label, or UNKNOWN below the threshold.
+    """
     failed = 0
     writer = None
+    with_answer = threshold is not None
     if output_format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        header = ["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")] + ["error"]
+        header = ["path"] + (["answer"] if with_answer else [])
+        header += [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")] + ["error"]
         writer.writerow(header)
     for prediction in predictions:
         if prediction.error is not None:
             failed += 1
             print(f"label_image.py: error: cannot classify {one_line_name(prediction.path)}: {prediction.error}",
                   file=sys.stderr)
+        said = answer(prediction, threshold)
         if output_format == "json":
             top = [{"label": label, "score": score} for label, score in prediction.top or []]
-            print(json.dumps({"path": utf8_name(prediction.path), "predictions": top, "error": prediction.error},
-                             ensure_ascii=False))
+            record = {"path": utf8_name(prediction.path)}
+            if with_answer:
+                record["answer"] = said
+            record.update(predictions=top, error=prediction.error)
+            print(json.dumps(record, ensure_ascii=False))
         elif output_format == "csv":
             cells = [value for pair in (prediction.top or []) for value in (pair[0], f"{pair[1]:.6f}")]
             cells += [""] * (2 * top_k - len(cells))
-            writer.writerow([one_line_name(prediction.path), *cells, prediction.error or ""])
+            writer.writerow([one_line_name(prediction.path), *([said or ""] if with_answer else []), *cells,
+                             prediction.error or ""])
         elif prediction.error is None:
             if several:
                 print(one_line_name(prediction.path))
+            if said == UNKNOWN and with_answer:
+                print(UNKNOWN)
             for label, score in prediction.top:
                 print(label, score)
         sys.stdout.flush()
@@ -308,8 +337,8 @@ def true_labels(inputs: list[str], paths: list[Path], labels: list[str]) -> dict
     return truth
 
 
-def print_evaluation(predictions, truth: dict[Path, int], labels: list[str]) -> int:
-    true, predicted, failed = [], [], 0
+def print_evaluation(predictions, truth: dict[Path, int], labels: list[str], threshold: float | None = None) -> int:
+    true, predicted, confidence, failed = [], [], [], 0
     for prediction in predictions:
         if prediction.error is not None:
             failed += 1
@@ -318,6 +347,7 @@ def print_evaluation(predictions, truth: dict[Path, int], labels: list[str]) -> 
             continue
         true.append(truth[prediction.path])
         predicted.append(labels.index(prediction.top[0][0]))
+        confidence.append(prediction.top[0][1])
     if not true:
         raise UserError("No image could be classified, so there is nothing to evaluate.")
     true_a, pred_a = np.array(true), np.array(predicted)
@@ -332,4 +362,13 @@ def print_evaluation(predictions, truth: dict[Path, int], labels: list[str]) -> 
         support = matrix[i].sum()
         if support:
             print(f"{label}: recall {matrix[i, i] / support * 100:.1f}% ({matrix[i, i]}/{support})")
+    from .calibration import COVERAGE_THRESHOLDS, coverage_table
+
+    thresholds = sorted(set(COVERAGE_THRESHOLDS) | ({threshold} if threshold is not None else set()))
+    print(f"Accuracy against coverage (an image is answered when its best score >= the threshold, "
+          f"else '{UNKNOWN}'):")
+    print(f"{'threshold':>9} {'answered':>9} {'accuracy':>9}")
+    for row in coverage_table(np.array(confidence), true_a == pred_a, thresholds):
+        accuracy = "n/a" if row["accuracy"] is None else f"{row['accuracy'] * 100:.1f}%"
+        print(f"{row['threshold']:>9.2f} {row['coverage'] * 100:>8.1f}% {accuracy:>9} ({row['answered']}/{len(true)})")
     return failed

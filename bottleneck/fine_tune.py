@@ -260,7 +260,8 @@ def _log_point(point: FineTunePoint, when: str) -> None:
 
 def run(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, activations: BottleneckCache,
         splits: list[ClassSplit], digest_of, num_classes: int, test_pick: np.ndarray):
-    """Fine-tune within a run; returns the result, the module to export and the test images' probabilities."""
+    """Fine-tune within a run; returns the result, the module to export and the test and validation images'
+    probabilities."""
     blocks, training = config.fine_tune.blocks, config.training
     sets = set_entries(splits, digest_of, config.bottlenecks.distortion, config.bottlenecks.copies)
     shape = activation_shape(module.weights, blocks, module.top_block)
@@ -290,8 +291,9 @@ def run(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, activ
         log.info("Fine-tuning did not lower the validation cross-entropy (%.4f before); keeping the network as it "
                  "was (validation accuracy %.1f%%).", before.validation_cross_entropy, before.validation_accuracy * 100)
     probabilities = classify(result.weights, blocks, result.layer, test_set, module.top_block)
+    validation = classify(result.weights, blocks, result.layer, validation_set, module.top_block)
     exported = tuned_module(module, result.weights, blocks) if result.helped else module
-    return result, exported, probabilities
+    return result, exported, probabilities, validation
 
 
 def summary(settings: FineTuneSettings, tuned: FineTuneResult) -> dict:

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from . import bottlenecks, fine_tune
+from . import bottlenecks, calibration, data_checks, fine_tune
 from .cache import BottleneckCache
 from .errors import UserError
 from .evaluate import check_accuracy_gate, final_test, pick_test_images
@@ -18,11 +18,12 @@ from .modules import load_module
 from .notes import bounded
 from .progress import Progress
 from .report import ReportData, write_report
+from .report_html import PageData, Predictions
 from .sets import load_sets
 from .settings import ExportSettings, RetrainConfig
 from .split import SETS, split_classes
 from .tensorboard import Summaries
-from .train import predict, train_layer
+from .train import train_layer
 from .walk import ImageClass, list_images
 
 log = logging.getLogger("retrain")
@@ -70,6 +71,9 @@ def retrain(config: RetrainConfig) -> RunResult:
             splits = resplit_readable(classes, splits, images.skipped, config)
             data = load_sets(cache, splits, images.digest_of, module.bottleneck_size,
                              config.bottlenecks.distortion, config.bottlenecks.copies)
+            # The data checks look at every image as it is, never at a distorted copy.
+            plain = load_sets(cache, splits, images.digest_of, module.bottleneck_size) \
+                if config.bottlenecks.copies else data
         counts = check_usable(splits, images.skipped, config.run.strict)
 
         with phase("training"):
@@ -78,15 +82,24 @@ def retrain(config: RetrainConfig) -> RunResult:
         tuned = None
         if activations is not None:
             with phase("fine_tune"):
-                tuned, module, probabilities = fine_tune.run(config, module, layer, activations, splits,
-                                                             images.digest_of, len(labels), test_rows)
+                tuned, module, test_p, validation_p = fine_tune.run(config, module, layer, activations, splits,
+                                                                    images.digest_of, len(labels), test_rows)
                 layer = tuned.layer
+            test_logits, validation_logits = map(calibration.logits_from_probabilities, (test_p, validation_p))
         else:
-            probabilities = predict(layer, test.x)
+            test_logits, validation_logits = (calibration.layer_logits(layer, s.x) for s in (test, data["validation"]))
 
-    result = final_test(test, probabilities, labels, inputs.testing_percentage,
+    scored = calibration.score_run(not config.export.no_temperature_scaling, validation_logits,
+                                   data["validation"].y, test_logits, test.y)
+    log.info("Confidence: %s.", scored.calibration.note)
+    result = final_test(test, scored.test_probabilities, labels, inputs.testing_percentage,
                         config.report.print_misclassified_test_images)
+    findings = None
+    if not config.report.skip_data_checks:
+        with phase("data_checks"):
+            findings = data_checks.check_run(plain, images.digest_of, labels, config.training.seed, config.run.strict)
     check_accuracy_gate(result.accuracy, config.run.assert_accuracy_at_least)
+    layer = calibration.scaled_layer(layer, scored.calibration.temperature)  # softmax(logits / T) in every export
     with phase("export"):
         export_all(config.export, module, layer, labels, [im.path for sp in splits for im in sp.training])
     timings["total"] = time.perf_counter() - started
@@ -96,6 +109,10 @@ def retrain(config: RetrainConfig) -> RunResult:
         timings=timings, test_accuracy=result.accuracy,
         validation_accuracy=tuned.best.validation_accuracy if tuned else None,
         fine_tune=fine_tune.summary(config.fine_tune, tuned) if tuned else None,
+        calibration=scored.summary, findings=findings,
+        page=PageData(Predictions(test.names, test.y, scored.test_probabilities),
+                      Predictions(data["validation"].names, data["validation"].y, scored.validation_probabilities),
+                      findings),
     ))
     log.info("Wrote the report to %s", config.report_dir)
     return RunResult(labels, layer, result.accuracy, len(result.true), counts, images.skipped,

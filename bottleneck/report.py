@@ -5,8 +5,10 @@
 * ``training_curves.png`` - accuracy (train, validation) and cross-entropy vs step;
 * ``confusion_matrix.png`` - test set, counts in the cells, colour = share of the true class;
 * ``summary.json`` - settings, module, counts, skipped images, accuracies, per-class
-  precision/recall/F1, misclassified test images, phase timings (written last, so
-  its presence means the report is complete).
+  precision/recall/F1, misclassified test images, phase timings, calibration and the
+  data checks' findings (written last, so its presence means the report is complete);
+* with the data checks, ``suspected_label_errors.csv`` and ``duplicates.csv``
+  (data_checks.py), and with a page, ``report.html`` (report_html.py).
 
 Plots use matplotlib's object API on an Agg canvas: no pyplot, no global
 backend switch, no windows, nothing left registered after the call.
@@ -73,6 +75,9 @@ class ReportData:
     validation_accuracy: float | None = None
     test_accuracy: float | None = None
     fine_tune: Mapping[str, Any] | None = None  # what fine-tuning did, when it ran
+    calibration: Mapping[str, Any] | None = None  # temperature, calibration error, accuracy against coverage
+    findings: Any = None  # data_checks.Findings, when the data checks ran
+    page: Any = None  # report_html.PageData: with it, report.html is written too
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +284,14 @@ def build_summary(data: ReportData, report_dir=None) -> dict:
         "timings_s": {str(k): _round(v, 3) for k, v in data.timings.items()},
         "overfitting_warning": overfitting_warning(history),
         "fine_tune": dict(data.fine_tune) if data.fine_tune else None,
+        "calibration": dict(data.calibration) if data.calibration else None,
+        "data_checks": None,
     }
+    if data.findings is not None:
+        from .data_checks import DUPLICATES_CSV, LABEL_ERRORS_CSV, summary_of
+
+        summary["data_checks"] = summary_of(data.findings)
+        summary["files"].update(suspected_label_errors=LABEL_ERRORS_CSV, duplicates=DUPLICATES_CSV)
     return _jsonable(summary)
 
 
@@ -444,6 +456,19 @@ def _write_report(report_dir: Path, data: ReportData) -> dict:
         warnings.filterwarnings("ignore", message=r"Glyph .* missing")  # e.g. CJK class names in DejaVu Sans
         plot_training_curves(list(data.history), report_dir / CURVES_FILE)
         plot_confusion_matrix(matrix, summary["labels"], report_dir / CONFUSION_FILE, title)
+    if data.findings is not None:
+        from .data_checks import write_csvs
+
+        write_csvs(report_dir, data.findings)
+    if data.page is not None:
+        import time
+
+        from .report_html import PAGE_FILE, write_page
+
+        started = time.perf_counter()
+        summary["page"] = write_page(report_dir, summary, data.page)
+        summary["files"]["page"] = PAGE_FILE
+        summary["timings_s"]["report_page"] = _round(time.perf_counter() - started, 3)
     text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False)
     write_text_atomic(report_dir / SUMMARY_FILE, text + "\n")
     return summary
@@ -480,6 +505,17 @@ def human_summary(summary: Mapping[str, Any], worst: int = 3) -> list[str]:
         lines.append(f"Skipped {skipped} unreadable image{'s' if skipped != 1 else ''} (listed in {SUMMARY_FILE}).")
     if summary.get("overfitting_warning"):
         lines.append(summary["overfitting_warning"])
+    checks = summary.get("data_checks")
+    if checks:
+        leak = checks["leakage"]["test_images"]
+        if leak:
+            lines.append(f"Leakage: {leak} test image{'s have' if leak != 1 else ' has'} a copy in the training or "
+                         "validation set, so the test accuracy overstates the model.")
+        disputed = checks["label_errors"]["disputed"]
+        if disputed:
+            lines.append(f"Suspected label errors: {disputed} image{'s' if disputed != 1 else ''} "
+                         f"(ranked in {checks['label_errors']['csv']}).")
     if summary.get("report_dir"):
-        lines.append(f"Report: {summary['report_dir']} ({SUMMARY_FILE}, {CURVES_FILE}, {CONFUSION_FILE})")
+        page = "report.html, " if summary.get("page") else ""
+        lines.append(f"Report: {summary['report_dir']} ({page}{SUMMARY_FILE}, {CURVES_FILE}, {CONFUSION_FILE})")
     return lines

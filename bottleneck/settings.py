@@ -149,6 +149,9 @@ class ExportSettings:
                                                    "Where to save the intermediate graphs.")
     intermediate_store_frequency: int = setting(
         0, "How many steps to store intermediate graph. If 0, intermediate graphs are not stored.")
+    no_temperature_scaling: bool = setting(
+        False, "Export the plain softmax instead of softmax(logits / T), T fitted on the validation set "
+        "(docs/data-report.md); the predicted class is the same, only the confidence changes.")
 
 
 @dataclass(frozen=True)
@@ -156,11 +159,14 @@ class ReportSettings:
     """reports"""
 
     report_dir: Path | None = setting(
-        None, "Where to write training_curves.png, confusion_matrix.png and summary.json (default: <output_graph "
-        "without .pb>_report next to the output graph).")
+        None, "Where to write report.html, training_curves.png, confusion_matrix.png, summary.json and the data "
+        "checks' CSV files (default: <output_graph without .pb>_report next to the output graph).")
     summaries_dir: Path = setting(Path("/tmp/retrain_logs"), "Where to save summary logs for TensorBoard.")
     print_misclassified_test_images: bool = setting(False,
                                                     "Whether to print out a list of all misclassified test images.")
+    skip_data_checks: bool = setting(
+        False, "Skip the search for suspected label errors, duplicates and test-set leakage (report.html's last "
+        "sections and their CSV files; docs/data-report.md).")
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,9 @@ class RunSettings:
     logging_verbosity: str = setting("INFO", "How much logging output should be produced.",
                                      choices=("DEBUG", "INFO", "WARN", "ERROR", "FATAL"))
     quiet: bool = setting(False, "Print only warnings, errors and the final result.")
-    strict: bool = setting(False, "Treat any unreadable image as an error (exit 2) instead of skipping it.")
+    strict: bool = setting(
+        False, "Treat any unreadable image as an error (exit 2) instead of skipping it, and fail (exit 1, previous "
+        "outputs kept) when a test image has an exact or near copy in the training or validation set.")
     assert_accuracy_at_least: float | None = setting(
         None, "Fail (exit 1) and keep the previous outputs when the final test accuracy is below PCT percent.",
         metavar="PCT")
