@@ -15,6 +15,8 @@ from .errors import UserError
 from .evaluate import check_accuracy_gate, final_test, pick_test_images
 from .export import export_all, intermediate_saver
 from .modules import load_module
+from .network import with_precision
+from .precision import network_precision
 from .progress import Progress
 from .report import ReportData, write_report
 from .sets import load_sets
@@ -54,6 +56,8 @@ def retrain(config: RetrainConfig) -> RunResult:
     with phase("load_module"):
         module = load_module(config.bottlenecks.tfhub_module, config.bottlenecks.model_dir, log=log.info,
                              top_block=config.bottlenecks.bottleneck_layer)
+        # Says which precision runs and why; vectors of one precision are never mixed with another's.
+        module = with_precision(module, network_precision(config.bottlenecks.precision))
     with contextlib.ExitStack() as open_caches:  # the activations stay open through fine-tuning
         activations = None
         if config.fine_tune.enabled:
