@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
 
 BATCH = 32
+ROUNDS = 2
 PRECISIONS = ("float32", "bfloat16", "int8")
 
 
@@ -97,9 +98,11 @@ def main():
     batches = [decoded[i:i + BATCH] for i in range(0, len(decoded), BATCH)]
     runs = {name: runner(with_precision(module, forced[name]), forced[name], model_dir, devices=[])
             for name in PRECISIONS}
-    network, outputs = {}, {}
-    for name in PRECISIONS:  # int8's quantization (once per model dir) happens in runner(), before timing
-        network[name] = rate_of(runs[name], batches)
+    network, outputs = {name: 0.0 for name in PRECISIONS}, {}
+    for _round in range(ROUNDS):  # interleaved, the best of each: other load on the machine only slows a round
+        for name in PRECISIONS:  # int8's quantization (once per model dir) happened in runner(), before timing
+            network[name] = max(network[name], rate_of(runs[name], batches))
+    for name in PRECISIONS:
         outputs[name] = np.concatenate([np.asarray(runs[name](b)) for b in batches])
     for name in PRECISIONS:
         c = cosine(outputs[name], outputs["float32"])

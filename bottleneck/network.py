@@ -93,18 +93,45 @@ def graph_runner(classifier, precision: Precision, model_dir=None, devices: list
     """
     if precision.name == "int8":
         return _int8_graph(classifier, model_dir)
-    fn = classifier.fn
     devices = gpu_devices() if devices is None else devices
+    split = _split_graph(classifier) if precision.name == "bfloat16" else None
+    if split is None:  # float32, or a graph without retrain.py's bottleneck tensor: the graph as one function
+        fn = classifier.fn
+        if len(devices) > 1:
+            fn = spread(fn, devices, classifier.height, classifier.width)
+        return dataclasses.replace(classifier, fn=InPrecision(fn, precision))
+    network, head = split
     if len(devices) > 1:
-        fn = spread(fn, devices, classifier.height, classifier.width)
-    return dataclasses.replace(classifier, fn=InPrecision(fn, precision))
+        network = spread(network, devices, classifier.height, classifier.width)
+    # Only the network runs in bfloat16: the new layer and its softmax stay float32, so scores still sum to 1.
+    return dataclasses.replace(classifier, fn=_TwoParts(InPrecision(network, precision), head))
 
 
-class _Int8Graph:
-    """The int8 network followed by the graph's float new layer; called like the graph's own function."""
+class _TwoParts:
+    """The network, then the graph's new layer; called like the graph's own function."""
 
     def __init__(self, network, head):
         self.network, self.head = network, head
+
+    def __call__(self, images):
+        return self.head(self.network(images))
+
+
+def _split_graph(classifier):
+    """(network, new layer) cut from a frozen graph at retrain.py's bottleneck tensor; None without one."""
+    from .export import BOTTLENECK_NAME
+
+    if classifier.wrapped is None or BOTTLENECK_NAME not in {node.name for node in classifier.graph_def.node}:
+        return None
+    graph = classifier.wrapped.graph
+    bottleneck = graph.as_graph_element(f"{BOTTLENECK_NAME}:0")
+    network = classifier.wrapped.prune(graph.as_graph_element(f"{classifier.input_layer}:0"), bottleneck)
+    head = classifier.wrapped.prune(bottleneck, graph.as_graph_element(f"{classifier.output_layer}:0"))
+    return network, head
+
+
+class _Int8Graph(_TwoParts):
+    """The int8 network (NumPy in and out) followed by the graph's float new layer."""
 
     def __call__(self, images):
         import tensorflow as tf
@@ -122,14 +149,11 @@ def _int8_graph(classifier, model_dir):
     from .inception_v3 import default_model_dir
     from .int8 import Int8Features, ensure_artifact
 
-    if classifier.wrapped is None or BOTTLENECK_NAME not in {node.name for node in classifier.graph_def.node}:
+    split = _split_graph(classifier)
+    if split is None:
         raise UserError(f"--precision int8 needs a graph written by retrain.py (with its '{BOTTLENECK_NAME}' "
                         "tensor); use --precision float32 or bfloat16 for this one.")
-    graph = classifier.wrapped.graph
-    images = graph.as_graph_element(f"{classifier.input_layer}:0")
-    bottleneck = graph.as_graph_element(f"{BOTTLENECK_NAME}:0")
-    network = classifier.wrapped.prune(images, bottleneck)
-    head = classifier.wrapped.prune(bottleneck, graph.as_graph_element(f"{classifier.output_layer}:0"))
+    network, head = split
     # The network part alone names the artifact: graphs retrained from one network on other classes share it.
     part = tf.compat.v1.graph_util.extract_sub_graph(classifier.graph_def, [BOTTLENECK_NAME])
     digest = hashlib.sha256(part.SerializeToString(deterministic=True)).hexdigest()[:16]
