@@ -47,14 +47,18 @@ def cosine(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def rate_of(fn, batches, repeats=1) -> float:
-    """Images per second of ``fn`` over ``batches`` (after one warm-up batch)."""
+def rate_of(fn, batches) -> tuple[float, float]:
+    """Images per second of ``fn`` over ``batches`` (after one warm-up batch), and CPU seconds per image.
+
+    The CPU time (all threads of this process) hardly depends on what else runs
+    on the machine, so its ratios stay meaningful when the wall clock does not.
+    """
     np.asarray(fn(batches[0]))
-    started = time.perf_counter()
-    for _ in range(repeats):
-        for batch in batches:
-            np.asarray(fn(batch))
-    return repeats * sum(len(b) for b in batches) / (time.perf_counter() - started)
+    started, cpu = time.perf_counter(), time.process_time()
+    for batch in batches:
+        np.asarray(fn(batch))
+    images = sum(len(b) for b in batches)
+    return images / (time.perf_counter() - started), (time.process_time() - cpu) / images
 
 
 def main():
@@ -98,19 +102,22 @@ def main():
     batches = [decoded[i:i + BATCH] for i in range(0, len(decoded), BATCH)]
     runs = {name: runner(with_precision(module, forced[name]), forced[name], model_dir, devices=[])
             for name in PRECISIONS}
-    network, outputs = {name: 0.0 for name in PRECISIONS}, {}
+    network, network_cpu, outputs = {name: 0.0 for name in PRECISIONS}, {name: np.inf for name in PRECISIONS}, {}
     for _round in range(ROUNDS):  # interleaved, the best of each: other load on the machine only slows a round
         for name in PRECISIONS:  # int8's quantization (once per model dir) happened in runner(), before timing
-            network[name] = max(network[name], rate_of(runs[name], batches))
+            rate, cpu = rate_of(runs[name], batches)
+            network[name], network_cpu[name] = max(network[name], rate), min(network_cpu[name], cpu)
     for name in PRECISIONS:
         outputs[name] = np.concatenate([np.asarray(runs[name](b)) for b in batches])
     for name in PRECISIONS:
         c = cosine(outputs[name], outputs["float32"])
         figures[f"network_{name}"] = {
             "images_per_s": network[name], "x_float32": network[name] / network["float32"],
+            "cpu_s_per_image": network_cpu[name], "x_float32_by_cpu_time": network_cpu["float32"] / network_cpu[name],
             "cosine_to_float32_min": float(c.min()), "cosine_to_float32_mean": float(c.mean()),
             "max_abs_difference": float(np.abs(outputs[name] - outputs["float32"]).max())}
-        say(f"1. network {name:9} {network[name]:6.1f} images/s = {network[name] / network['float32']:.2f} x float32;"
+        say(f"1. network {name:9} {network[name]:6.1f} images/s = {network[name] / network['float32']:.2f} x float32 "
+            f"({network_cpu[name] * 1e3:.0f} CPU ms/image = {network_cpu['float32'] / network_cpu[name]:.2f} x);"
             f" cosine to float32 min {c.min():.5f}, max abs {np.abs(outputs[name] - outputs['float32']).max():.4f}")
 
     # 2. decoding
@@ -127,11 +134,14 @@ def main():
         pooled = (time.perf_counter() - started) / len(sample)
     figures["decoding"] = {"ms_per_image_one_thread": one * 1e3, "cpu_ms_per_image": one_cpu * 1e3,
                            "ms_per_image_thread_pool": pooled * 1e3, "pool_speedup": one / pooled,
-                           "core_share_at": {name: one_cpu * network[name] / cores for name in PRECISIONS}}
+                           "core_share_at": {name: one_cpu * network[name] / cores for name in PRECISIONS},
+                           "of_network_cpu_time": {name: one_cpu / network_cpu[name] for name in PRECISIONS}}
     say(f"2. decoding + resizing: {one * 1e3:.2f} ms/image on one thread ({one_cpu * 1e3:.2f} ms CPU), "
         f"{pooled * 1e3:.2f} ms/image on {max(2, cores)} threads ({one / pooled:.2f}x: the interpreter lock "
         f"{'does not limit it' if one / pooled > 1.5 else 'limits it'}); share of the cores at each network rate: "
-        + ", ".join(f"{name} {one_cpu * network[name] / cores:.0%}" for name in PRECISIONS))
+        + ", ".join(f"{name} {one_cpu * network[name] / cores:.0%}" for name in PRECISIONS)
+        + "; CPU time against the network's: "
+        + ", ".join(f"{name} {one_cpu / network_cpu[name]:.1%}" for name in PRECISIONS))
 
     # 3. bottleneck creation, decoding included
     with tempfile.TemporaryDirectory(prefix="precision-bench-") as tmp:
@@ -141,16 +151,20 @@ def main():
             try:
                 digest_of, _ = cache.digests(paths)
                 jobs = [Job(Entry(digest_of[path]), path) for path in paths]
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 skipped = compute_missing(precision_module, jobs, cache, BATCH, features=runs[name])
                 rate = len(jobs) / (time.perf_counter() - started)
+                cpu = (time.process_time() - cpu) / len(jobs)
             finally:
                 cache.close()
             figures[f"creation_{name}"] = {"images": len(jobs), "skipped": len(skipped), "images_per_s": rate,
                                            "of_own_network": rate / network[name],
-                                           "x_float32_network": rate / network["float32"]}
+                                           "x_float32_network": rate / network["float32"],
+                                           "cpu_s_per_image": cpu, "of_own_network_by_cpu_time": network_cpu[name] / cpu,
+                                           "x_float32_network_by_cpu_time": network_cpu["float32"] / cpu}
             say(f"3. bottleneck creation {name:9} {rate:6.1f} images/s = {rate / network[name]:.2f} of its own "
-                f"network, {rate / network['float32']:.2f} x float32's network ({len(jobs)} images)")
+                f"network, {rate / network['float32']:.2f} x float32's network ({len(jobs)} images); by CPU time "
+                f"{network_cpu[name] / cpu:.2f} of its own network, {network_cpu['float32'] / cpu:.2f} x float32's")
 
         # 4. label_image.py's frozen graph
         rng = np.random.default_rng(0)
@@ -161,7 +175,7 @@ def main():
         graph_rates, graph_out = {}, {}
         for name in ("float32", "bfloat16"):
             run = graph_runner(classifier, forced[name], devices=[])
-            graph_rates[name] = rate_of(run, batches[:2])
+            graph_rates[name] = rate_of(run, batches[:2])[0]
             graph_out[name] = run(batches[0])
         c = cosine(graph_out["bfloat16"], graph_out["float32"])
         figures["frozen_graph"] = {"float32_images_per_s": graph_rates["float32"],
@@ -187,7 +201,7 @@ def main():
             forward = len(all_paths) / network[auto.name]
             figures["retrain_cold"] = {"precision": auto.name, "exit": code, "images": len(all_paths),
                                        "seconds": wall, "network_alone_seconds": forward,
-                                       "network_share": forward / wall, "timings": summary.get("timings")}
+                                       "network_share": forward / wall, "timings_s": summary.get("timings_s")}
             say(f"5. cold retrain.py ({auto.name}, {len(all_paths)} images): {wall:.1f} s; its network alone "
                 f"{forward:.1f} s = {forward / wall:.2f} of the run")
     if args.json:
