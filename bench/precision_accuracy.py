@@ -22,17 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine  # bench/machine.py, beside this script
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
-from bottleneck.cache import BottleneckCache, Entry  # noqa: E402
-from bottleneck.extract import Job, compute_missing  # noqa: E402
-from bottleneck.inception_v3 import default_model_dir  # noqa: E402
-from bottleneck.modules import BUILTIN_MODULE, load_module  # noqa: E402
-from bottleneck.network import runner, with_precision  # noqa: E402
-from bottleneck.precision import choose  # noqa: E402
-from bottleneck.train import SplitData, TrainSettings, predict, train_layer  # noqa: E402
-from bottleneck.walk import list_images  # noqa: E402
+from bottleneck.cache import BottleneckCache, Entry
+from bottleneck.extract import Job, compute_missing
+from bottleneck.inception_v3 import default_model_dir
+from bottleneck.modules import BUILTIN_MODULE, load_module
+from bottleneck.network import runner, with_precision
+from bottleneck.precision import choose
+from bottleneck.train import SplitData, TrainSettings, predict, train_layer
+from bottleneck.walk import list_images
 
 FOLDS = 10
 PRECISIONS = ("float32", "bfloat16", "int8")
@@ -71,7 +70,8 @@ def vectors(precision_name: str, paths, args) -> tuple[np.ndarray, float, int]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir",
+                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--seeds", type=int, default=3)

@@ -33,10 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from machine import machine  # bench/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
 
 BATCH = 32
 ROUNDS = 2
@@ -166,7 +165,8 @@ def main():
             figures[f"creation_{name}"] = {"images": len(jobs), "skipped": len(skipped), "images_per_s": rate,
                                            "of_own_network": rate / network[name],
                                            "x_float32_network": rate / network["float32"],
-                                           "cpu_s_per_image": cpu, "of_own_network_by_cpu_time": network_cpu[name] / cpu,
+                                           "cpu_s_per_image": cpu,
+                                           "of_own_network_by_cpu_time": network_cpu[name] / cpu,
                                            "x_float32_network_by_cpu_time": network_cpu["float32"] / cpu}
             say(f"3. bottleneck creation {name:9} {rate:6.1f} images/s = {rate / network[name]:.2f} of its own "
                 f"network, {rate / network['float32']:.2f} x float32's network ({len(jobs)} images); by CPU time "

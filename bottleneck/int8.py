@@ -62,8 +62,8 @@ def quantize(concrete_fn, height: int, width: int, paths: list[Path], owner=None
     """Full-integer TFLite bytes of ``concrete_fn`` (float images -> float features), calibrated on ``paths``."""
     import tensorflow as tf
 
-    from .quiet import parked_stderr
     from .images import BadImage, load_for_model
+    from .quiet import parked_stderr
 
     images = []
     for path in paths:

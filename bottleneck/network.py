@@ -119,7 +119,7 @@ class _TwoParts:
 
 def _split_graph(classifier):
     """(network, new layer) cut from a frozen graph at retrain.py's bottleneck tensor; None without one."""
-    from .export import BOTTLENECK_NAME
+    from .graph import BOTTLENECK_NAME
 
     if classifier.wrapped is None or BOTTLENECK_NAME not in {node.name for node in classifier.graph_def.node}:
         return None

@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, make_dataset, retrain_args, write_photo
 
 from bottleneck import precision as P
 from bottleneck.cli import label_image_main, retrain_main
-from conftest import ROOT, make_dataset, retrain_args, write_photo
 
 AVX512_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 AVX2_ONLY = frozenset({"avx2", "fma"})
@@ -47,7 +47,8 @@ def test_with_gpus_auto_stays_float32_because_the_bfloat16_rewrite_is_for_cpus()
 
 def test_cpu_flags_are_read_from_cpuinfo_on_x86_and_arm(tmp_path):
     x86 = tmp_path / "x86"
-    x86.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2 avx512_bf16\n")
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\n"
+                   "processor\t: 1\nflags\t\t: fpu avx2 avx512_bf16\n")
     assert {"avx2", "avx512_bf16"} <= P.cpu_flags(x86)
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
