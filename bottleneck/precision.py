@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
+
 FLOAT32 = "float32"
 PRECISIONS = ("auto", FLOAT32, "bfloat16", "int8")
 DEFAULT_PRECISION = "auto"
@@ -162,11 +164,24 @@ def bfloat16_scope(enabled: bool = True):
 
 
 class InPrecision:
-    """A TensorFlow callable run inside ``bfloat16_scope`` when the precision is bfloat16."""
+    """A TensorFlow callable run inside ``bfloat16_scope`` when the precision is bfloat16.
+
+    Should a processor lack the bfloat16 kernels that the rewrite asks for, the
+    run stops with one sentence (exit code 2) instead of a traceback.
+    """
 
     def __init__(self, fn, precision: Precision):
         self.fn, self.precision = fn, precision
 
     def __call__(self, *args):
-        with bfloat16_scope(self.precision.name == "bfloat16"):
+        if self.precision.name != "bfloat16":
             return self.fn(*args)
+        import tensorflow as tf
+
+        with bfloat16_scope():
+            try:
+                return self.fn(*args)
+            except (tf.errors.NotFoundError, tf.errors.UnimplementedError, tf.errors.InternalError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+                raise UserError(f"This machine cannot run the network in bfloat16 ({first}); use --precision auto "
+                                "or float32.") from None

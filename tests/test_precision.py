@@ -205,3 +205,17 @@ def test_batches_spread_over_two_logical_devices_give_the_single_device_vectors(
                             text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "equal on 2 devices" in result.stdout
+
+
+def test_bfloat16_kernels_missing_on_a_processor_stop_the_run_with_one_sentence():
+    import tensorflow as tf
+
+    from bottleneck.errors import UserError
+
+    def network(images):
+        raise tf.errors.NotFoundError(None, None, "No registered 'Conv2D' OpKernel for 'CPU' with T=DT_BFLOAT16")
+
+    with pytest.raises(UserError) as caught:
+        P.InPrecision(network, P.choose("bfloat16", AVX2_ONLY, []))(np.zeros((1, 4, 4, 3), np.float32))
+    assert caught.value.exit_code == 2 and "cannot run the network in bfloat16" in str(caught.value)
+    assert "Conv2D" in str(caught.value) and "\n" not in str(caught.value)
