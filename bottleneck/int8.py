@@ -148,8 +148,8 @@ class Int8Features:
         batch = np.asarray(batch, dtype=np.float32)
         if not len(batch):
             return np.empty((0, 0), dtype=np.float32)
-        shares = np.array_split(np.arange(len(batch)), len(self._interpreters))
-        parts = list(self._pool.map(lambda pair: pair[0](batch[pair[1]]), zip(self._interpreters, shares)))
+        shares = np.array_split(batch, len(self._interpreters))  # views: no copy of the pixels
+        parts = list(self._pool.map(lambda pair: pair[0](pair[1]), zip(self._interpreters, shares)))
         return np.concatenate([part for part in parts if part is not None])
 
 
