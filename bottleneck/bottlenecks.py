@@ -25,7 +25,9 @@ from .cache import BottleneckCache, Entry, import_classic_text
 from .extract import Job, Skipped, compute_missing
 from .fine_tune import extraction_fn
 from .modules import FeatureModule
+from .network import device_count, runner
 from .notes import bounded
+from .precision import choose
 from .progress import Progress
 from .settings import BottleneckSettings
 from .split import ClassSplit
@@ -133,8 +135,10 @@ def compute(settings: BottleneckSettings, module: FeatureModule, stores: list[Bo
     features = None
     if len(stores) > 1:  # the activations at the cut come from the same forward pass
         features = extraction_fn(module, tuned_blocks)
+    # The precision the run logged at its start (choose() gives the same answer again); each GPU gets a full batch.
+    features = runner(module, choose(settings.precision), settings.model_dir, features)
     with Progress(len(jobs), "Bottlenecks", enabled=show_progress) as bar:
-        bad = compute_missing(module, jobs, stores, settings.extraction_batch_size, bar.update,
+        bad = compute_missing(module, jobs, stores, settings.extraction_batch_size * device_count(), bar.update,
                               features=features, distortion=settings.distortion)
     rate = len(jobs) / (time.perf_counter() - started)
     log.info("%d bottlenecks created (%.1f images/s).", len(jobs) - len(bad), rate)

@@ -24,6 +24,7 @@ import numpy as np
 from .errors import EXIT_OK, EXIT_USAGE, UserError
 from .images import BadImage, is_candidate, load_for_model
 from .metrics import confusion_matrix
+from .precision import DEFAULT_PRECISION, PRECISIONS
 
 DEFAULT_SIZE = 299
 DEFAULT_LABELS = "/tmp/output_labels.txt"
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Answer '{UNKNOWN}' for an image whose best score is below P (0 to 1): text prints a "
                         f"'{UNKNOWN}' line before the scores, json adds \"answer\", csv an answer column. With "
                         "--evaluate, P joins the thresholds of the accuracy-against-coverage table.")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="Arithmetic of a frozen graph's network: auto (bfloat16 where the processor computes it "
+                        "natively, else float32), float32, bfloat16, or int8 (its network quantized once, run by "
+                        "TensorFlow Lite).")
     return p
 
 
@@ -88,6 +93,11 @@ class Classifier:
     height: int
     width: int
     num_outputs: int
+    # The imported graph and its GraphDef, from which --precision cuts the network.
+    wrapped: object = None
+    graph_def: object = None
+    input_layer: str = "Placeholder"
+    output_layer: str = "final_result"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import tensorflow as tf
@@ -141,7 +151,8 @@ def load_graph(path, input_layer="Placeholder", output_layer="final_result", hei
             "--final_tensor_name)."
         )
     num_outputs = shape[-1] if shape.rank is not None else None
-    return Classifier(fn, height or graph_h or DEFAULT_SIZE, width or graph_w or DEFAULT_SIZE, int(num_outputs or 0))
+    return Classifier(fn, height or graph_h or DEFAULT_SIZE, width or graph_w or DEFAULT_SIZE, int(num_outputs or 0),
+                      wrapped, graph_def, input_layer, output_layer)
 
 
 def read_labels(path) -> list[str]:
@@ -237,6 +248,9 @@ def run(args) -> int:
     if str(args.graph).lower().endswith(".tflite"):
         from .tflite import load_tflite
 
+        if args.precision not in ("auto", "float32"):
+            raise UserError("--precision applies to frozen graphs (.pb); a .tflite model runs at the precision it "
+                            "was converted to (retrain.py --tflite_quantize).")
         classifier = load_tflite(args.graph, args.input_height, args.input_width)
         labels_path = args.labels or (None if classifier.labels else DEFAULT_LABELS)
         labels = read_labels(labels_path) if labels_path else classifier.labels
@@ -244,6 +258,10 @@ def run(args) -> int:
         labels_path = args.labels or DEFAULT_LABELS
         labels = read_labels(labels_path)
         classifier = load_graph(args.graph, args.input_layer, args.output_layer, args.input_height, args.input_width)
+        from .network import graph_runner
+        from .precision import network_precision
+
+        classifier = graph_runner(classifier, network_precision(args.precision))
     if classifier.num_outputs and classifier.num_outputs != len(labels):
         raise UserError(
             f"The labels file '{labels_path}' has {len(labels)} labels but the graph '{args.graph}' "

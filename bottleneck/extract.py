@@ -112,7 +112,8 @@ def compute_missing(
                 outputs = features(np.stack(batch_pixels))
                 outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
                 for store, output in zip(caches, outputs, strict=True):
-                    vectors = output.numpy().reshape(len(batch_jobs), -1)
+                    # A TensorFlow tensor, or already NumPy (the int8 TFLite model).
+                    vectors = np.asarray(output).reshape(len(batch_jobs), -1)
                     store.put([(job.entry, vectors[i]) for i, job in enumerate(batch_jobs)])
             if progress is not None:
                 progress(len(batch_jobs) + batch_skipped)

@@ -15,7 +15,9 @@ from .errors import UserError
 from .evaluate import check_accuracy_gate, final_test, pick_test_images
 from .export import check_final_tensor_name, export_all, intermediate_saver
 from .modules import load_module
+from .network import with_precision
 from .notes import bounded
+from .precision import network_precision
 from .progress import Progress
 from .report import ReportData, write_report
 from .report_html import PageData, Predictions
@@ -58,6 +60,8 @@ def retrain(config: RetrainConfig) -> RunResult:
                              top_block=config.bottlenecks.bottleneck_layer)
         if config.export.final_tensor_name != ExportSettings.final_tensor_name:  # the default is known to be free
             check_final_tensor_name(module, config.export.final_tensor_name)
+        # Says which precision runs and why; vectors of one precision are never mixed with another's.
+        module = with_precision(module, network_precision(config.bottlenecks.precision))
     with contextlib.ExitStack() as open_caches:  # the activations stay open through fine-tuning
         activations = None
         if config.fine_tune.enabled:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import UserError
 from .inception_v3 import CLASSIC_TOP_BLOCK, MAX_TUNED_BLOCKS, TOP_BLOCKS, default_model_dir
 from .modules import BUILTIN_MODULE
+from .precision import DEFAULT_PRECISION, PRECISIONS
 
 
 def setting(default=dataclasses.MISSING, help="", *, flag=None, factory=dataclasses.MISSING, **argparse_options):
@@ -58,6 +59,10 @@ class BottleneckSettings:
         "pool_3; mixed_9, one block lower, transfers better to new classes (--preset best).", choices=TOP_BLOCKS)
     extraction_batch_size: int = setting(
         32, "How many images go through the network at once when computing bottlenecks.")
+    precision: str = setting(
+        DEFAULT_PRECISION, "Arithmetic of the network while computing bottlenecks: auto (bfloat16 where the processor "
+        "computes it natively, else float32), float32, bfloat16, or int8 (a quantized copy run by TensorFlow Lite). "
+        "Exports stay float32.", choices=PRECISIONS)
     # Distortions: each training image gets distorted_copies fixed variants, computed once and cached.
     flip_left_right: bool = setting(False, "Whether to randomly flip half of the training images horizontally.")
     random_crop: float = setting(
@@ -277,5 +282,8 @@ def validate(config: RetrainConfig) -> None:
                             ("fine_tune_learning_rate", tuning.learning_rate)):
             if value <= 0:
                 raise UserError(f"--{flag} must be positive, got {value}.")
+    if bottlenecks.precision == "int8" and tuning.enabled:
+        raise UserError("--precision int8 cannot feed --fine_tune, which needs the network's float activations; "
+                        "use --precision auto, float32 or bfloat16.")
     if config.export.tflite_quantize != "none" and config.export.tflite_output is None:
         raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")

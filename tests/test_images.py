@@ -606,3 +606,29 @@ def test_resize_matches_tensorflows_legacy_resize_bilinear():
         theirs = tf.compat.v1.image.resize_bilinear(pixels[None], [h, w], align_corners=False,
                                                     half_pixel_centers=False)[0].numpy()
         np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
+def test_resize_gives_bit_for_bit_the_direct_formula_for_any_input():
+    """Cached bottlenecks keyed on the preprocessing stay valid only if every resized value is unchanged."""
+    from bottleneck.images import resize_bilinear_legacy
+
+    def direct(pixels, height, width):  # the formula as TensorFlow's kernel writes it
+        def axis(out_size, in_size):
+            source = np.arange(out_size, dtype=np.float32) * np.float32(in_size / out_size)
+            low = np.floor(source).astype(np.int64)
+            return low, np.minimum(low + 1, in_size - 1), (source - low).astype(np.float32)
+
+        y0, y1, fy = axis(height, pixels.shape[0])
+        x0, x1, fx = axis(width, pixels.shape[1])
+        fx = fx[None, :, None]
+        top = pixels[y0][:, x0] + (pixels[y0][:, x1] - pixels[y0][:, x0]) * fx
+        bottom = pixels[y1][:, x0] + (pixels[y1][:, x1] - pixels[y1][:, x0]) * fx
+        return top + (bottom - top) * fy[:, None, None]
+
+    rng = np.random.default_rng(11)
+    for shape in [(240, 320, 3), (333, 500, 3), (1200, 90, 3), (17, 640, 3)]:  # up, down, tall, wide
+        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        expected = direct(pixels.astype(np.float32), 299, 299)
+        for given in (pixels, pixels.astype(np.float32)):
+            ours = resize_bilinear_legacy(given, 299, 299)
+            assert ours.dtype == np.float32 and np.array_equal(ours, expected)

@@ -39,3 +39,31 @@ def test_conversion_is_reproducible_from_the_archive(inception_model_dir, tmp_pa
     assert len([k for k in fresh if k.endswith("/kernel")]) == 94  # every conv of the network
     for key in fresh:
         np.testing.assert_array_equal(fresh[key], cached[key])
+
+
+def _cosine(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_bfloat16_stays_within_cosine_0999_of_the_original_network(inception_model_dir):
+    """oneDNN's bfloat16 rewrite, applied the way bottleneck creation applies it."""
+    from bottleneck.modules import load_module
+    from bottleneck.network import runner
+    from bottleneck.precision import choose
+
+    module = load_module("inception_v3", inception_model_dir)
+    bfloat16 = choose("bfloat16", flags=frozenset({"avx512_bf16"}), gpus=[])
+    ours = np.asarray(runner(module, bfloat16, devices=[])(golden_images().astype(np.float32) / 255.0))
+    golden = np.load(GOLDEN)["bottlenecks"]
+    assert _cosine(ours, golden).min() >= 0.999
+    assert np.abs(ours - golden).max() > 1e-4  # it did run in bfloat16, not float32
+
+
+def test_int8_stays_within_cosine_097_of_the_original_network_on_the_real_photo(inception_model_dir):
+    from bottleneck import int8
+    from bottleneck.modules import load_module
+
+    module = load_module("inception_v3", inception_model_dir)
+    run = int8.Int8Features(int8.module_artifact(module, inception_model_dir))  # quantized once, kept there
+    photo = golden_images()[2:].astype(np.float32) / 255.0  # the noise and the gradient are not photos
+    assert _cosine(run(photo), np.load(GOLDEN)["bottlenecks"][2:]).min() >= 0.97

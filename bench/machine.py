@@ -1,0 +1,30 @@
+"""The processor a figure was measured on: model name and the flags that decide precision speed."""
+import os
+import platform
+import subprocess
+
+RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
+
+
+def machine() -> dict:
+    from bottleneck.precision import cpu_flags
+
+    model = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    flags = cpu_flags()
+    try:
+        import tensorflow as tf
+
+        tf_version = tf.__version__
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except ImportError:
+        tf_version, gpus = None, []
+    return {"cpu_model": model, "cores": os.cpu_count(), "flags": {f: f in flags for f in RELEVANT_FLAGS},
+            "tensorflow": tf_version, "gpus": gpus,
+            "note": "shared machine: other sessions were using the same cores while this ran"}
