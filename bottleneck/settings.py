@@ -52,7 +52,8 @@ class BottleneckSettings:
         "Which image module to use: 'inception_v3' (built in: Google's 2015-12-05 Inception-v3, works offline), "
         "a TensorFlow Hub handle or URL of an image feature-vector module, or a local SavedModel directory.")
     model_dir: Path = setting(factory=default_model_dir,
-                              help="Where the built-in model's weights are downloaded and converted (once).")
+                              help="Where the built-in model's weights are downloaded and converted (once) (default: "
+                              "$BOTTLENECK_MODEL_DIR if set, else ~/.cache/bottleneck-retrain/models).")
     bottleneck_layer: str = setting(
         CLASSIC_TOP_BLOCK,
         "Built-in Inception-v3 only: the block whose averaged output is the bottleneck. mixed_10 is the classic "

@@ -67,3 +67,9 @@ def test_every_setting_has_one_default_and_a_flag_in_a_help_group():
                                               "reports", "run control"}
     # No flag carries a default of its own: the settings' dataclasses are the only source.
     assert all(action.default == "==SUPPRESS==" for action in parser._actions if action.dest != "help")
+
+
+def test_the_flags_page_is_the_help_text():
+    from tools.flags_doc import main
+
+    assert main(["--check"]) == 0, "docs/flags.md is out of date: run python -m tools.flags_doc"
