@@ -1,6 +1,9 @@
 """Classification metrics shared by the run report and label_image.py --evaluate."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 
@@ -35,3 +38,16 @@ def per_class_metrics(true, predicted, num_classes: int) -> dict[str, np.ndarray
         p = np.nan_to_num(precision, nan=0.0)
         f1 = np.where(support > 0, np.where(p + recall > 0, 2 * p * recall / (p + recall), 0.0), np.nan)
     return {"precision": precision, "recall": recall, "f1": f1, "support": support, "predicted": predicted_count}
+
+
+def matrix_from_summary(summary: Mapping[str, Any]) -> np.ndarray:
+    """The confusion matrix of a summary.json, whichever of its two forms it holds: every count, or (for
+    many classes, to keep the file proportionate) only the non-zero cells as [true, predicted, count]."""
+    n = len(summary["labels"])
+    entry = summary["confusion_matrix"]
+    if "counts" in entry:
+        return np.asarray(entry["counts"], dtype=np.int64).reshape(n, -1)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    for i, j, count in entry["cells"]:
+        matrix[i, j] = count
+    return matrix

@@ -28,7 +28,7 @@ import numpy as np
 
 from .atomic import atomic_path, write_text_atomic
 from .errors import EXIT_FAILURE, UserError
-from .metrics import confusion_matrix, per_class_metrics
+from .metrics import confusion_matrix, matrix_from_summary, per_class_metrics
 
 SUMMARY_FORMAT = "bottleneck-report/1"
 CURVES_FILE = "training_curves.png"
@@ -302,18 +302,6 @@ def _matrix_entry(matrix: np.ndarray) -> dict:
     else:
         entry["cells"] = [[int(i), int(j), int(matrix[i, j])] for i, j in zip(*np.nonzero(matrix))]
     return entry
-
-
-def matrix_from_summary(summary: Mapping[str, Any]) -> np.ndarray:
-    """The confusion matrix of a summary, whichever of its two forms it holds."""
-    n = len(summary["labels"])
-    entry = summary["confusion_matrix"]
-    if "counts" in entry:
-        return np.asarray(entry["counts"], dtype=np.int64).reshape(n, -1)
-    matrix = np.zeros((n, n), dtype=np.int64)
-    for i, j, count in entry["cells"]:
-        matrix[i, j] = count
-    return matrix
 
 
 # ---------------------------------------------------------------------------------------------

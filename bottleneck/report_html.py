@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_text_atomic
+from .metrics import matrix_from_summary
 
 PAGE_FILE = "report.html"
 THUMB_SIZE = 128  # longest side, pixels
@@ -330,7 +331,7 @@ def write_page(report_dir, summary: dict, page: PageData) -> dict:
     report_dir = Path(report_dir)
     labels = list(summary["labels"])
     n = len(labels)
-    matrix = np.asarray(summary["confusion_matrix"]["counts"], dtype=np.int64).reshape(n, -1) if n else np.zeros((0, 0))
+    matrix = matrix_from_summary(summary) if n else np.zeros((0, 0))
     findings = page.findings
     plan = plan_test_cells(page, n)
     label_errors = findings.label_errors[:LABEL_ERRORS_CAP] if findings else []
