@@ -54,8 +54,8 @@ def label_for_folder(folder_name: str) -> str:
     return _NOT_LETTER_OR_DIGIT.sub(" ", folder_name.lower())
 
 
-def list_images(image_dir) -> Listing:
-    """Walk ``image_dir``; raise UserError when it cannot yield at least two classes."""
+def class_folders(image_dir) -> list[tuple[str, Path]]:
+    """(label, folder) of every class folder of ``image_dir``, sorted by folder name; UserError when unusable."""
     root = Path(image_dir)
     if not root.exists():
         raise UserError(f"Image directory '{root}' not found.")
@@ -70,9 +70,8 @@ def list_images(image_dir) -> Listing:
         raise UserError(
             f"No class sub-folders found in '{root}': put the images of each class in a sub-folder named after it."
         )
-
-    listing = Listing(classes=[])
     seen_labels: dict[str, str] = {}
+    found = []
     for entry in folders:
         label = label_for_folder(entry.name)
         if label in seen_labels:
@@ -80,16 +79,25 @@ def list_images(image_dir) -> Listing:
                 f"Folders '{seen_labels[label]}' and '{entry.name}' both give the label '{label}'; rename one of them."
             )
         seen_labels[label] = entry.name
-        images, ignored = _images_below(Path(entry.path))
+        found.append((label, Path(entry.path)))
+    return found
+
+
+def list_images(image_dir) -> Listing:
+    """Walk ``image_dir``; raise UserError when it cannot yield at least two classes."""
+    root = Path(image_dir)
+    listing = Listing(classes=[])
+    for label, folder in class_folders(root):
+        images, ignored = images_below(folder)
         listing.ignored_files += ignored
         if not images:
-            listing.warnings.append(f"No images found in class folder '{entry.name}'; it is left out.")
+            listing.warnings.append(f"No images found in class folder '{folder.name}'; it is left out.")
             continue
         if len(images) < FEW_IMAGES_WARNING:
             listing.warnings.append(
-                f"Folder '{entry.name}' has less than {FEW_IMAGES_WARNING} images, which may cause issues."
+                f"Folder '{folder.name}' has less than {FEW_IMAGES_WARNING} images, which may cause issues."
             )
-        listing.classes.append(ImageClass(label=label, folder=Path(entry.path), images=images))
+        listing.classes.append(ImageClass(label=label, folder=folder, images=images))
 
     listing.classes.sort(key=lambda c: c.label)
     if not listing.classes:
@@ -102,7 +110,7 @@ def list_images(image_dir) -> Listing:
     return listing
 
 
-def _images_below(folder: Path) -> tuple[list[ImageFile], int]:
+def images_below(folder: Path) -> tuple[list[ImageFile], int]:
     found: dict[str, tuple[int, ImageFile, bool]] = {}  # real path -> (walk order, image, reached by a file link)
     ignored = 0
     visited: set[str] = set()
