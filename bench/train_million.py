@@ -49,16 +49,22 @@ def build_cache(directory: Path, vectors: int) -> float:
     return time.perf_counter() - started
 
 
-def child(directory: str, vectors: int) -> None:
-    """Runs in a fresh process: load the sets, train, predict; prints the figures as JSON."""
+def child(directory: str, vectors: int, in_memory: bool) -> None:
+    """Runs in a fresh process: load the sets, train, predict; prints the figures as JSON.
+
+    ``in_memory``: hold every set in memory, as retrain.py did before it streamed big sets from disk.
+    """
     import numpy as np
 
+    from bottleneck import pipeline
     from bottleneck.cache import BottleneckCache
     from bottleneck.sets import load_sets
     from bottleneck.split import ClassSplit
     from bottleneck.train import TrainSettings, predict, train_layer
     from bottleneck.walk import ImageFile
 
+    if in_memory:
+        pipeline.IN_MEMORY_BYTES = float("inf")
     started = time.perf_counter()
     splits = [ClassSplit(label=f"class {c}") for c in range(CLASSES)]
     digest_of = {}
@@ -95,19 +101,27 @@ def main(argv=None) -> int:
     p.add_argument("--vectors", type=int, default=1_000_000)
     p.add_argument("--work_dir", default=None, help="Where the synthetic cache is built (default: a temp folder).")
     p.add_argument("--json", default=None)
+    p.add_argument("--also_in_memory", action="store_true",
+                   help="Also measure holding every set in memory (the behaviour before streaming), for comparison.")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--in_memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child, args.vectors)
+        child(args.child, args.vectors, args.in_memory)
         return 0
     from bench.beam_vs_local import machine
 
     with tempfile.TemporaryDirectory(prefix="bench-million-") as tmp:
         directory = Path(args.work_dir or tmp)
         build_s = build_cache(directory, args.vectors)
-        out = subprocess.run([sys.executable, "-m", "bench.train_million", f"--vectors={args.vectors}",
-                              f"--child={directory}"], capture_output=True, text=True, check=True)
-        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        def measure(*extra):
+            out = subprocess.run([sys.executable, "-m", "bench.train_million", f"--vectors={args.vectors}",
+                                  f"--child={directory}", *extra], capture_output=True, text=True, check=True)
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        figures = measure()
+        if args.also_in_memory:
+            figures["all_in_memory"] = measure("--in_memory")
     result = {"machine": machine(),
               "command": "python -m bench.train_million " + " ".join(argv if argv is not None else sys.argv[1:]),
               "vectors": args.vectors, "dim": DIM, "cache_build_s": round(build_s, 1), **figures,

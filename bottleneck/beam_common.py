@@ -141,6 +141,6 @@ def run_pipeline(build, beam_args, what: str):
         raise
     except Exception as exc:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        raise UserError(f"The {what} pipeline failed: {lines[-1] if lines else type(exc).__name__}",
-                        exit_code=1) from exc
+        reason = (lines[-1] if lines else type(exc).__name__).rstrip(".")
+        raise UserError(f"The {what} pipeline failed: {reason}.", exit_code=1) from exc
     return result

@@ -122,5 +122,9 @@ def import_shards(cache, folder, log=print, required: bool = False) -> int:
         raise UserError(f"Could not import the bottleneck shards in '{folder}' (nothing was imported): "
                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}.",
                         exit_code=1) from None
-    log(f"Imported {count} bottlenecks from {len(new)} shard file(s) in {folder}.")
+    if count:
+        log(f"Imported {count} bottlenecks from {len(new)} shard file(s) in {folder}.")
+    else:
+        log(f"The {len(new)} new shard file(s) in {folder} hold no bottlenecks of this module; they were written "
+            "for another module or --bottleneck_layer.")
     return count
