@@ -1,6 +1,6 @@
 """Bottleneck creation: the local Beam pipeline against the tool's own extraction, on one machine, in one run.
 
-    .venv/bin/python -m bench.beam_vs_local --image_dir /path/to/flower_photos_dev [--json bench/results/x.json]
+    .venv/bin/python bench/beam_vs_local.py --image_dir /path/to/flower_photos_dev [--json bench/results/x.json]
 
 Both start from an empty cache and compute every image's bottleneck with the
 built-in Inception-v3 (float32), including hashing the files:
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     images = len(paths)
     result = {
         "machine": machine(),
-        "command": "python -m bench.beam_vs_local " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python bench/beam_vs_local.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "images": images,
         "computed": {"tool": len(first) - len(skipped), "beam": outcome.computed},
         "seconds": {"tool": round(tool_s, 2), "beam": round(beam_s, 2), "beam_one_off_export": round(export_s, 2)},

@@ -1,6 +1,6 @@
 """Peak memory of training on one million cached 2,048-value bottlenecks (synthetic).
 
-    .venv/bin/python -m bench.train_million [--vectors 1000000] [--work_dir DIR] [--json bench/results/x.json]
+    .venv/bin/python bench/train_million.py [--vectors 1000000] [--work_dir DIR] [--json bench/results/x.json]
 
 Builds (once, reused when present) a bottleneck cache of synthetic vectors in
 five separable classes, then measures, in a fresh child process, what
@@ -56,7 +56,7 @@ def child(directory: str, vectors: int, in_memory: bool) -> None:
     """
     import numpy as np
 
-    from bottleneck import pipeline
+    from bottleneck import sets
     from bottleneck.cache import BottleneckCache
     from bottleneck.sets import load_sets
     from bottleneck.split import ClassSplit
@@ -64,7 +64,7 @@ def child(directory: str, vectors: int, in_memory: bool) -> None:
     from bottleneck.walk import ImageFile
 
     if in_memory:
-        pipeline.IN_MEMORY_BYTES = float("inf")
+        sets.IN_MEMORY_BYTES = float("inf")
     started = time.perf_counter()
     splits = [ClassSplit(label=f"class {c}") for c in range(CLASSES)]
     digest_of = {}
@@ -109,13 +109,13 @@ def main(argv=None) -> int:
     if args.child:
         child(args.child, args.vectors, args.in_memory)
         return 0
-    from bench.beam_vs_local import machine
+    from beam_vs_local import machine  # the sibling script: this one runs as bench/train_million.py
 
     with tempfile.TemporaryDirectory(prefix="bench-million-") as tmp:
         directory = Path(args.work_dir or tmp)
         build_s = build_cache(directory, args.vectors)
         def measure(*extra):
-            out = subprocess.run([sys.executable, "-m", "bench.train_million", f"--vectors={args.vectors}",
+            out = subprocess.run([sys.executable, __file__, f"--vectors={args.vectors}",
                                   f"--child={directory}", *extra], capture_output=True, text=True, check=True)
             return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         if args.also_in_memory:
             figures["all_in_memory"] = measure("--in_memory")
     result = {"machine": machine(),
-              "command": "python -m bench.train_million " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python bench/train_million.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "vectors": args.vectors, "dim": DIM, "cache_build_s": round(build_s, 1), **figures,
               "note": "peak RSS of the child process (VmHWM); the machine was shared with other jobs"}
     print(json.dumps(result, indent=1))
