@@ -103,7 +103,7 @@ def _model_handler_class():
         def load_model(self):
             import tensorflow as tf
 
-            return tf.saved_model.load(beam_common.localize(self.model_uri))
+            return tf.saved_model.load(beam_common.local_folder(self.model_uri))
 
         def run_inference(self, batch, model, inference_args=None):
             import tensorflow as tf

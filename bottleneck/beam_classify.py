@@ -50,7 +50,7 @@ def _handler_class():
         def load_model(self):
             from .classify import load_graph
 
-            return load_graph(beam_common.localize(self.graph_uri), self.input_layer, self.output_layer,
+            return load_graph(beam_common.local_file(self.graph_uri), self.input_layer, self.output_layer,
                               self.height, self.width)
 
         def run_inference(self, batch, model, inference_args=None):

@@ -88,21 +88,32 @@ def is_staged(dest: str) -> bool:
     return exists(join(dest, _DONE))
 
 
-def localize(uri: str) -> str:
-    """A local path holding ``uri`` (a file or a staged folder): itself when local, else a copy in a temp folder."""
+def local_folder(uri: str) -> str:
+    """A local path holding the folder ``uri``: itself when local, else a copy in a new temporary folder."""
     if not is_url(uri):
         return uri
     from apache_beam.io.filesystems import FileSystems
 
     local = Path(tempfile.mkdtemp(prefix="retrain-model-"))
-    matches = FileSystems.match([join(uri, "**")])[0].metadata_list or FileSystems.match([uri])[0].metadata_list
-    for meta in matches:
-        relative = meta.path[len(uri):].lstrip("/") or Path(meta.path).name
-        target = local / relative
+    prefix = uri.rstrip("/") + "/"
+    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+        target = local / meta.path[len(prefix):]
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileSystems.open(meta.path) as src, open(target, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
-    return str(local if len(matches) != 1 or matches[0].path != uri else local / Path(uri).name)
+    return str(local)
+
+
+def local_file(uri: str) -> str:
+    """A local path holding the file ``uri``: itself when local, else a copy in a new temporary folder."""
+    if not is_url(uri):
+        return uri
+    from apache_beam.io.filesystems import FileSystems
+
+    target = Path(tempfile.mkdtemp(prefix="retrain-model-")) / uri.rstrip("/").rsplit("/", 1)[-1]
+    with FileSystems.open(uri) as src, open(target, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+    return str(target)
 
 
 def counter_values(result, namespace: str) -> dict[str, int]:
