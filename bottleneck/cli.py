@@ -195,7 +195,10 @@ def beam_bottlenecks_main(argv) -> int:
     p.add_argument("--image_dir", required=True, help="Folder (or gs://, s3://, hdfs:// URL) of class folders.")
     p.add_argument("--output_dir", default=None,
                    help="Where the shards go (default: <bottleneck_dir>/shards, where retrain.py finds them).")
-    for name in ("bottleneck_dir", "tfhub_module", "bottleneck_layer", "model_dir", "extraction_batch_size"):
+    p.add_argument("--bottleneck_dir", default=str(defaults.bottleneck_dir),
+                   help="retrain.py's bottleneck cache: the images it already holds are not computed again "
+                        f"(default: {defaults.bottleneck_dir})")
+    for name in ("tfhub_module", "bottleneck_layer", "model_dir", "extraction_batch_size"):
         default, field = getattr(defaults, name), fields[name]
         p.add_argument(f"--{name}", default=default, type=type(default) if isinstance(default, int) else str,
                        help=f"As for retrain.py: {field.metadata['help']} (default: {default})",
@@ -208,10 +211,13 @@ def beam_bottlenecks_main(argv) -> int:
     def body():
         from .beam_bottlenecks import create_bottlenecks
         from .modules import load_module
-        from .shards import default_folder
+        from .shards import default_folder, is_url
+        from .walk import class_folders
 
         if args.extraction_batch_size <= 0:
             raise UserError("--extraction_batch_size must be a positive number.")
+        if not is_url(args.image_dir):
+            class_folders(args.image_dir)  # a missing or unusable folder is reported before the model loads
         module = load_module(args.tfhub_module, Path(args.model_dir), log=log, top_block=args.bottleneck_layer)
         output_dir = args.output_dir or default_folder(args.bottleneck_dir)
         outcome = create_bottlenecks(args.image_dir, output_dir, module, args.bottleneck_dir,

@@ -204,3 +204,9 @@ def test_inception_shards_equal_local_extraction_on_real_photos(tmp_path, incept
     assert set(got) == set(expected) and len(got) == 6
     assert max(float(np.abs(got[d] - expected[d]).max()) for d in got) <= 1e-5
     assert "0 bottlenecks computed" in run_command(args, capsys)
+
+
+def test_a_missing_image_folder_is_one_sentence_and_exit_2(tmp_path, capsys):
+    assert beam_bottlenecks_main([f"--image_dir={tmp_path / 'nowhere'}", f"--bottleneck_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"beam-bottlenecks: error: Image directory '{tmp_path / 'nowhere'}' not found."]
