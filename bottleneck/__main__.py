@@ -1,9 +1,12 @@
-"""``python -m bottleneck prepare-model``: the package's own commands besides retrain.py and label_image.py."""
+"""``python -m bottleneck prepare-model`` and ``beam-bottlenecks``: the package's own commands.
+
+(retrain.py and label_image.py are the other two.)
+"""
 import sys
 
-from .cli import prepare_model_main
+from .cli import beam_bottlenecks_main, prepare_model_main
 
-COMMANDS = {"prepare-model": prepare_model_main}
+COMMANDS = {"prepare-model": prepare_model_main, "beam-bottlenecks": beam_bottlenecks_main}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -2,6 +2,8 @@
 
 Step by step, each a function below:
 
+0. ``import_new_shards``: vectors computed elsewhere by the Beam pipeline
+   (``beam_bottlenecks.py``) come into the cache first.
 1. ``hash_images``: the content digest of every image; a file that cannot be
    read is skipped.  The cache is keyed by content, so a renamed or copied
    photo is never computed twice.
@@ -30,6 +32,7 @@ from .notes import bounded
 from .precision import choose
 from .progress import Progress
 from .settings import BottleneckSettings
+from .shards import default_folder, import_shards
 from .split import ClassSplit
 from .walk import ImageClass, ImageFile
 
@@ -50,6 +53,7 @@ def ensure(settings: BottleneckSettings, module: FeatureModule, cache: Bottlenec
     For fine-tuning, every image also needs its ``activations`` at the cut below
     the ``tuned_blocks`` top blocks; one forward pass fills both caches.
     """
+    import_new_shards(settings, cache)
     images = [(im, c.folder.name) for c in classes for im in c.images]
     digest_of, skipped = hash_images(cache, [im for im, _folder in images])
     readable = [(im, folder, digest_of[im.path]) for im, folder in images if im.path in digest_of]
@@ -90,6 +94,12 @@ def warn_cross_class_duplicates(readable: list[tuple[ImageFile, str, str]]) -> N
              for digest, folders in classes_of.items() if len(folders) > 1]
     for line in bounded(lines, "images that are in several classes"):
         log.warning(line)
+
+
+def import_new_shards(settings: BottleneckSettings, cache: BottleneckCache) -> int:
+    """Take in the bottleneck shards that a Beam pipeline wrote and this cache has not imported yet."""
+    folder = settings.bottleneck_shards or default_folder(settings.bottleneck_dir)
+    return import_shards(cache, folder, log.info, required=settings.bottleneck_shards is not None)
 
 
 def import_classic_files(bottleneck_dir: Path, module: FeatureModule, cache: BottleneckCache,

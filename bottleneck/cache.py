@@ -39,12 +39,16 @@ CREATE TABLE IF NOT EXISTS vectors (
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imported_shards (
+    module TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (module, name)
+) WITHOUT ROWID;
 """
 
 # Our tables and their columns: a database holding anything else is not a bottleneck cache.
 _TABLES = {
     "vectors": ("module", "digest", "variant", "dim", "crc", "data"),
     "files": ("path", "size", "mtime_ns", "digest"),
+    "imported_shards": ("module", "name", "size"),
 }
 # SQLite's primary result codes (the low byte of an extended code).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -310,18 +314,55 @@ class BottleneckCache:
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows)
 
+    def stored_digests(self) -> set[str]:
+        """The digests of every image with a stored plain (undistorted) vector."""
+        rows = self._db.execute("SELECT digest FROM vectors WHERE module = ? AND variant = ?", (self.module, PLAIN))
+        return {digest for (digest,) in rows}
+
+    def imported_shards(self) -> dict[str, int]:
+        """Shard files already imported for this module: name -> size."""
+        rows = self._db.execute("SELECT name, size FROM imported_shards WHERE module = ?", (self.module,))
+        return dict(rows)
+
+    def import_shards(self, vectors, shards: list[tuple[str, int]]) -> int:
+        """Store an iterable of (digest, vector) and record ``shards`` as imported, in ONE transaction.
+
+        The vectors are streamed into the database, so the import needs no memory for them; a bad
+        vector or a failed read rolls everything back, leaving the cache as it was.  Returns how many
+        vectors were stored (a key stored twice is replaced, so a repeated import changes nothing).
+        """
+        count = 0
+
+        def rows():
+            nonlocal count
+            for digest, vector in vectors:
+                if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
+                    raise ValueError(f"bad bottleneck for {digest}: shape {vector.shape}")
+                count += 1
+                yield (self.module, digest, PLAIN, *encode_vector(vector, self.dtype))
+
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows())
+            self._db.executemany("INSERT OR REPLACE INTO imported_shards VALUES (?, ?, ?)",
+                                 [(self.module, name, size) for name, size in shards])
+        return count
+
     def matrix(self, entries: list[Entry], dtype=np.float32) -> np.ndarray:
         """Vectors for ``entries`` as one [len(entries), dim] array, read in a single pass."""
         return self.matrices([(entries, dtype)])[0]
 
     @_reporting
-    def matrices(self, requests: list[tuple[list[Entry], type]]) -> list[np.ndarray]:
-        """One [len(entries), dim] array per (entries, dtype) request, all filled in a single pass over the cache."""
+    def matrices(self, requests: list[tuple[list[Entry], type]], outs=None) -> list[np.ndarray]:
+        """One [len(entries), dim] array per (entries, dtype) request, all filled in a single pass over the cache.
+
+        ``outs`` are arrays to fill instead of new ones (anything that takes ``out[i] = vector``).
+        """
         rows_of: dict[Entry, list[tuple[int, int]]] = {}
         for r, (entries, _dtype) in enumerate(requests):
             for i, entry in enumerate(entries):
                 rows_of.setdefault(entry, []).append((r, i))
-        outs = [np.empty((len(entries), self.dim), dtype=dtype) for entries, dtype in requests]
+        if outs is None:
+            outs = [np.empty((len(entries), self.dim), dtype=dtype) for entries, dtype in requests]
         filled = [np.zeros(len(entries), dtype=bool) for entries, _dtype in requests]
         cursor = self._db.execute("SELECT digest, variant, dim, crc, data FROM vectors WHERE module = ?",
                                   (self.module,))

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Arithmetic of a frozen graph's network: auto (bfloat16 where the processor computes it "
                         "natively, else float32), float32, bfloat16, or int8 (its network quantized once, run by "
                         "TensorFlow Lite).")
+    p.add_argument("--beam_output", default=None, metavar="DIR",
+                   help="Classify as an Apache Beam pipeline (this machine by default; a cluster with Beam's --runner "
+                        "options, which are passed through) and write the --output_format csv or json rows as "
+                        "shards in DIR (a folder or gs://... URL) instead of printing them.")
     return p
 
 
@@ -201,13 +205,7 @@ def classify_paths(classifier: Classifier, labels: list[str], paths: list[Path],
                    batch_size=32):
     """Yield a Prediction per path, in order; unreadable images carry an error instead of labels."""
     def prepare(path: Path):
-        try:
-            pixels = load_for_model(path, classifier.height, classifier.width)
-        except BadImage as exc:
-            return str(exc)
-        except OSError as exc:
-            return exc.strerror or str(exc)
-        return (pixels * 255.0 - mean) / std if (mean, std) != (0.0, 255.0) else pixels
+        return prepare_image(path, classifier.height, classifier.width, mean, std)
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         for start in range(0, len(paths), batch_size):
@@ -223,14 +221,50 @@ def classify_paths(classifier: Classifier, labels: list[str], paths: list[Path],
                 if i not in score_of:
                     yield Prediction(path, None, prepared[i])
                     continue
-                s = score_of[i]
-                best = np.argsort(-s, kind="stable")[:top_k]
-                yield Prediction(path, [(labels[j], float(s[j])) for j in best])
+                yield Prediction(path, top_labels(score_of[i], labels, top_k))
 
 
-def run(args) -> int:
-    inputs = list(args.image) + list(args.images)
-    if not inputs:
+def prepare_image(source, height: int, width: int, mean=0.0, std=255.0):
+    """The model input for an image file (a path or its bytes), or the reason it cannot be read."""
+    try:
+        pixels = load_for_model(source, height, width)
+    except BadImage as exc:
+        return str(exc)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return (pixels * 255.0 - mean) / std if (mean, std) != (0.0, 255.0) else pixels
+
+
+def top_labels(scores: np.ndarray, labels: list[str], top_k: int) -> list[tuple[str, float]]:
+    best = np.argsort(-scores, kind="stable")[:top_k]
+    return [(labels[j], float(scores[j])) for j in best]
+
+
+def csv_header(top_k: int, threshold: float | None = None) -> list[str]:
+    header = ["path"] + (["answer"] if threshold is not None else [])
+    return header + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")] + ["error"]
+
+
+def csv_cells(prediction: Prediction, top_k: int, threshold: float | None = None) -> list[str]:
+    """One CSV row; the path on one line, whatever characters its name holds."""
+    cells = [value for pair in (prediction.top or []) for value in (pair[0], f"{pair[1]:.6f}")]
+    cells += [""] * (2 * top_k - len(cells))
+    said = [answer(prediction, threshold) or ""] if threshold is not None else []
+    return [one_line_name(prediction.path), *said, *cells, prediction.error or ""]
+
+
+def json_line(prediction: Prediction, threshold: float | None = None) -> str:
+    top = [{"label": label, "score": score} for label, score in prediction.top or []]
+    record = {"path": utf8_name(prediction.path)}
+    if threshold is not None:
+        record["answer"] = answer(prediction, threshold)
+    record.update(predictions=top, error=prediction.error)
+    return json.dumps(record, ensure_ascii=False)
+
+
+def load_classifier(args):
+    """The checked model and labels that label_image.py's ``args`` name: (classifier, labels)."""
+    if not (list(args.image) + list(args.images)):
         raise UserError("No image given: pass image files or folders, or --image PATH.")
     if args.top_k <= 0 or args.batch_size <= 0:
         raise UserError("--top_k and --batch_size must be positive.")
@@ -267,6 +301,12 @@ def run(args) -> int:
             f"The labels file '{labels_path}' has {len(labels)} labels but the graph '{args.graph}' "
             f"outputs {classifier.num_outputs} scores; use the labels written with this graph."
         )
+    return classifier, labels
+
+
+def run(args) -> int:
+    inputs = list(args.image) + list(args.images)
+    classifier, labels = load_classifier(args)
     paths = expand_inputs(inputs)
     if not paths:
         raise UserError("No image files found in the given folders.")
@@ -300,9 +340,7 @@ def write_predictions(predictions, output_format: str, top_k: int, several: bool
     with_answer = threshold is not None
     if output_format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        header = ["path"] + (["answer"] if with_answer else [])
-        header += [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")] + ["error"]
-        writer.writerow(header)
+        writer.writerow(csv_header(top_k, threshold))
     for prediction in predictions:
         if prediction.error is not None:
             failed += 1
@@ -310,17 +348,9 @@ def write_predictions(predictions, output_format: str, top_k: int, several: bool
                   file=sys.stderr)
         said = answer(prediction, threshold)
         if output_format == "json":
-            top = [{"label": label, "score": score} for label, score in prediction.top or []]
-            record = {"path": utf8_name(prediction.path)}
-            if with_answer:
-                record["answer"] = said
-            record.update(predictions=top, error=prediction.error)
-            print(json.dumps(record, ensure_ascii=False))
+            print(json_line(prediction, threshold))
         elif output_format == "csv":
-            cells = [value for pair in (prediction.top or []) for value in (pair[0], f"{pair[1]:.6f}")]
-            cells += [""] * (2 * top_k - len(cells))
-            writer.writerow([one_line_name(prediction.path), *([said or ""] if with_answer else []), *cells,
-                             prediction.error or ""])
+            writer.writerow(csv_cells(prediction, top_k, threshold))
         elif prediction.error is None:
             if several:
                 print(one_line_name(prediction.path))

@@ -191,10 +191,76 @@ def label_image_main(argv) -> int:
     from .classify import build_parser as build_label_image_parser
     from .classify import run
 
-    args = build_label_image_parser().parse_args(argv)
+    parser = build_label_image_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.beam_output:  # other flags are Beam's pipeline options, with --beam_output only
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    args.beam_args = beam_args
     setup_logging("WARN")
     quiet_tensorflow("WARN")
+    if args.beam_output:
+        from .beam_classify import classify_to_shards
+
+        return run_guarded("label_image.py", lambda: classify_to_shards(args))
     return run_guarded("label_image.py", lambda: run(args))
+
+
+def beam_bottlenecks_main(argv) -> int:
+    """``python -m bottleneck beam-bottlenecks``: compute bottlenecks as an Apache Beam pipeline, into shards.
+
+    The flags that this parser does not know are Beam's pipeline options (--runner, --project, ...).
+    """
+    import dataclasses
+
+    from .settings import BottleneckSettings
+
+    defaults = BottleneckSettings()
+    fields = {f.name: f for f in dataclasses.fields(BottleneckSettings)}
+    p = argparse.ArgumentParser(
+        prog="python -m bottleneck beam-bottlenecks",
+        description="Compute bottlenecks with Apache Beam (this machine by default; Dataflow, Flink or Spark with "
+                    "Beam's --runner options) and write them as Parquet shards that retrain.py imports.",
+        epilog="Every other flag is a Beam pipeline option (--runner, --project, --temp_location, ...). Exit codes: "
+               "0 done (skipped images are listed in the skipped record), 2 usage or input error, 1 other failure.",
+    )
+    p.add_argument("--image_dir", required=True, help="Folder (or gs://, s3://, hdfs:// URL) of class folders.")
+    p.add_argument("--output_dir", default=None,
+                   help="Where the shards go (default: <bottleneck_dir>/shards, where retrain.py finds them).")
+    p.add_argument("--bottleneck_dir", default=str(defaults.bottleneck_dir),
+                   help="retrain.py's bottleneck cache: the images it already holds are not computed again "
+                        f"(default: {defaults.bottleneck_dir})")
+    for name in ("tfhub_module", "bottleneck_layer", "model_dir", "extraction_batch_size"):
+        default, field = getattr(defaults, name), fields[name]
+        p.add_argument(f"--{name}", default=default, type=type(default) if isinstance(default, int) else str,
+                       help=f"As for retrain.py: {field.metadata['help']} (default: {default})",
+                       **field.metadata["argparse"])
+    args, beam_args = p.parse_known_args(argv)
+    setup_logging("INFO")
+    quiet_tensorflow("WARN")
+    log = logging.getLogger("retrain").info
+
+    def body():
+        from .beam_bottlenecks import create_bottlenecks
+        from .modules import load_module
+        from .shards import default_folder, is_url
+        from .walk import list_images
+
+        if args.extraction_batch_size <= 0:
+            raise UserError("--extraction_batch_size must be a positive number.")
+        if not is_url(args.image_dir):
+            list_images(args.image_dir)  # a missing or unusable folder is reported before the model loads
+        module = load_module(args.tfhub_module, Path(args.model_dir), log=log, top_block=args.bottleneck_layer)
+        output_dir = args.output_dir or default_folder(args.bottleneck_dir)
+        outcome = create_bottlenecks(args.image_dir, output_dir, module, args.bottleneck_dir,
+                                     args.extraction_batch_size, beam_args, log)
+        print(f"{outcome.listed} images listed, {outcome.known} already computed, {outcome.computed} bottlenecks "
+              f"computed, {outcome.skipped} skipped.")
+        print(f"Shards: {outcome.shards}")
+        if outcome.skipped:
+            print(f"Skipped images and why: {outcome.skipped_record}")
+        return EXIT_OK
+
+    return run_guarded("beam-bottlenecks", body)
 
 
 def prepare_model_main(argv) -> int:

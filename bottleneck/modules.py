@@ -149,6 +149,11 @@ class _KeepAlive:
     def __call__(self, images):
         return self._fn(images)
 
+    @property
+    def owner(self):
+        """The loaded object, whose variables a re-export of this function must track."""
+        return self._owner
+
 
 def _find_call(loaded, spec):
     if callable(loaded):

@@ -10,11 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from .cache import PLAIN, BottleneckCache, Entry
+from .rowstore import DiskRows
 from .split import SETS, ClassSplit
 from .train import SplitData
 
 # Above this many bytes of float32 training vectors, hold them as float16 to bound memory.
 FLOAT16_ABOVE_BYTES = 1 << 30
+# Above this many bytes of vectors in all sets, keep them in a temporary file beside the cache and read
+# each batch from it (the same values, so the same training).
+IN_MEMORY_BYTES = 2 << 30
 
 
 def set_entries(splits: list[ClassSplit], digest_of, distortion=None, copies: int = 0):
@@ -43,5 +47,8 @@ def load_sets(cache: BottleneckCache, splits: list[ClassSplit], digest_of, dim: 
     sets = set_entries(splits, digest_of, distortion, copies)
     requests = [(entries, np.float16 if len(entries) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32)
                 for entries, _ys, _paths in sets.values()]
-    matrices = cache.matrices(requests)
+    outs = None
+    if sum(len(entries) * dim * np.dtype(dtype).itemsize for entries, dtype in requests) > IN_MEMORY_BYTES:
+        outs = [DiskRows(len(entries), dim, dtype, cache.directory) for entries, dtype in requests]
+    matrices = cache.matrices(requests, outs)
     return {s: SplitData(x=m, y=sets[s][1], names=sets[s][2]) for s, m in zip(sets, matrices)}

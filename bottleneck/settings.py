@@ -47,6 +47,9 @@ class BottleneckSettings:
     """bottlenecks"""
 
     bottleneck_dir: Path = setting(Path("/tmp/bottleneck"), "Path to cache bottleneck layer values.")
+    bottleneck_shards: str | None = setting(
+        None, "Folder (or gs://... URL) of bottleneck shards written by python -m bottleneck beam-bottlenecks, "
+        "imported into the cache before any bottleneck is computed (default: <bottleneck_dir>/shards when it exists).")
     tfhub_module: str = setting(
         BUILTIN_MODULE,
         "Which image module to use: 'inception_v3' (built in: Google's 2015-12-05 Inception-v3, works offline), "
