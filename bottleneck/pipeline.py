@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import bottlenecks, calibration, data_checks, fine_tune
 from .cache import BottleneckCache
@@ -44,93 +45,157 @@ class RunResult:
     summary: dict | None = None  # what the report's summary.json holds
 
 
-def retrain(config: RetrainConfig) -> RunResult:
-    started, timings = time.perf_counter(), {}
-    phase = _phase_clock(timings)
-    inputs, quiet = config.input, config.run.quiet
+@dataclass
+class Run:
+    """What one run knows, filled in phase by phase."""
 
-    with phase("walk"):
-        classes = find_classes(config)
-        labels = [c.label for c in classes]
-        splits = split_classes(classes, inputs.validation_percentage, inputs.testing_percentage, log.warning)
-        log.info("Found %d images in %d classes under %s.", sum(len(c.images) for c in classes), len(labels),
-                 inputs.image_dir)
-    with phase("load_module"):
-        module = load_module(config.bottlenecks.tfhub_module, config.bottlenecks.model_dir, log=log.info,
-                             top_block=config.bottlenecks.bottleneck_layer)
-        if config.export.final_tensor_name != ExportSettings.final_tensor_name:  # the default is known to be free
-            check_final_tensor_name(module, config.export.final_tensor_name)
-        # Says which precision runs and why; vectors of one precision are never mixed with another's.
-        module = with_precision(module, network_precision(config.bottlenecks.precision))
-    with contextlib.ExitStack() as open_caches:  # the activations stay open through fine-tuning
-        activations = None
-        if config.fine_tune.enabled:
-            activations = fine_tune.activation_cache(config.bottlenecks.bottleneck_dir, module, config.fine_tune.blocks,
-                                                     log.warning)
-            open_caches.callback(activations.close)
-        with phase("bottlenecks"), contextlib.closing(BottleneckCache(
-                config.bottlenecks.bottleneck_dir, module.identity, module.bottleneck_size, log=log.warning)) as cache:
-            images = bottlenecks.ensure(config.bottlenecks, module, cache, classes, splits, activations,
-                                        config.fine_tune.blocks, show_progress=not quiet)
-            splits = resplit_readable(classes, splits, images.skipped, config)
-            data = load_sets(cache, splits, images.digest_of, module.bottleneck_size,
-                             config.bottlenecks.distortion, config.bottlenecks.copies)
-            # The data checks look at every image as it is, never at a distorted copy.
-            plain = load_sets(cache, splits, images.digest_of, module.bottleneck_size) \
-                if config.bottlenecks.copies else data
-        counts = check_usable(splits, images.skipped, config.run.strict)
+    config: RetrainConfig
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    started: float = field(default_factory=time.perf_counter)
+    classes: list[ImageClass] = field(default_factory=list)  # walk
+    labels: list[str] = field(default_factory=list)
+    splits: list = field(default_factory=list)  # split (again after skipped images): split.ClassSplit per class
+    module: Any = None  # the feature extractor (modules.FeatureModule), at the run's precision
+    activations: BottleneckCache | None = None  # fine-tuning's cache of activations at the cut
+    images: Any = None  # bottlenecks.CachedImages: content digests and skipped images
+    data: dict = field(default_factory=dict)  # set -> train.SplitData, as trained on (distorted copies included)
+    plain: dict = field(default_factory=dict)  # set -> train.SplitData, every image as it is
+    counts: dict = field(default_factory=dict)  # label -> set -> images
+    layer: Any = None  # train.TrainedLayer
+    tuned: Any = None  # fine_tune.FineTuneResult, with --fine_tune
+    test: Any = None  # the test images of the final accuracy (train.SplitData)
+    test_rows: Any = None  # their rows in data["testing"]
+    logits: tuple = ()  # (test, validation) logits of the final network
+    scored: Any = None  # calibration.ScoredRun: temperature and calibrated scores
+    result: Any = None  # evaluate.FinalTest
+    findings: Any = None  # data_checks' findings, unless --skip_data_checks
 
-        with phase("training"):
-            layer = train_new_layer(config, module, labels, data)
-        test, test_rows = pick_test_images(data["testing"], config.training.test_batch_size, config.training.seed)
-        tuned = None
-        if activations is not None:
-            with phase("fine_tune"):
-                tuned, module, test_p, validation_p = fine_tune.run(config, module, layer, activations, splits,
-                                                                    images.digest_of, len(labels), test_rows)
-                layer = tuned.layer
-            test_logits, validation_logits = map(calibration.logits_from_probabilities, (test_p, validation_p))
-        else:
-            test_logits, validation_logits = (calibration.layer_logits(layer, s.x) for s in (test, data["validation"]))
-
-    scored = calibration.score_run(not config.export.no_temperature_scaling, validation_logits,
-                                   data["validation"].y, test_logits, test.y)
-    log.info("Confidence: %s.", scored.calibration.note)
-    result = final_test(test, scored.test_probabilities, labels, inputs.testing_percentage,
-                        config.report.print_misclassified_test_images)
-    findings = None
-    if not config.report.skip_data_checks:
-        with phase("data_checks"):
-            findings = data_checks.check_run(plain, images.digest_of, labels, config.training.seed, config.run.strict)
-    check_accuracy_gate(result.accuracy, config.run.assert_accuracy_at_least)
-    layer = calibration.scaled_layer(layer, scored.calibration.temperature)  # softmax(logits / T) in every export
-    with phase("export"):
-        export_all(config.export, module, layer, labels, [im.path for sp in splits for im in sp.training])
-    timings["total"] = time.perf_counter() - started
-    summary = write_report(config.report_dir, ReportData(
-        labels=labels, history=layer.history, test_true=result.true, test_predicted=result.predicted,
-        test_names=result.names, counts=counts, skipped=images.skipped, settings=config.flags(), module=module,
-        timings=timings, test_accuracy=result.accuracy,
-        validation_accuracy=tuned.best.validation_accuracy if tuned else None,
-        fine_tune=fine_tune.summary(config.fine_tune, tuned) if tuned else None,
-        calibration=scored.summary, findings=findings,
-        page=PageData(Predictions(test.names, test.y, scored.test_probabilities),
-                      Predictions(data["validation"].names, data["validation"].y, scored.validation_probabilities),
-                      findings),
-    ))
-    log.info("Wrote the report to %s", config.report_dir)
-    return RunResult(labels, layer, result.accuracy, len(result.true), counts, images.skipped,
-                     result.misclassified, timings, summary)
-
-
-def _phase_clock(timings: dict[str, float]):
     @contextlib.contextmanager
-    def phase(name: str):
+    def phase(self, name: str):
         started = time.perf_counter()
         yield
-        timings[name] = time.perf_counter() - started
+        self.timings[name] = time.perf_counter() - started
 
-    return phase
+
+def retrain(config: RetrainConfig) -> RunResult:
+    run = Run(config)
+    with run.phase("walk"):
+        walk_and_split(run)
+    with run.phase("load_module"):
+        load_network(run)
+    with contextlib.ExitStack() as open_caches:  # fine-tuning reads its activations after the bottleneck phase
+        with run.phase("bottlenecks"):
+            cache_bottlenecks(run, open_caches)
+        with run.phase("training"):
+            train_new_layer(run)
+        if config.fine_tune.enabled:
+            with run.phase("fine_tune"):
+                fine_tune_top_blocks(run)
+    evaluate(run)
+    if not config.report.skip_data_checks:
+        with run.phase("data_checks"):
+            check_data(run)
+    check_accuracy_gate(run.result.accuracy, config.run.assert_accuracy_at_least)
+    with run.phase("export"):
+        export(run)
+    return report(run)
+
+
+# ------------------------------------------------------------------------------------------ the phases
+
+
+def walk_and_split(run: Run) -> None:
+    inputs = run.config.input
+    run.classes = find_classes(run.config)
+    run.labels = [c.label for c in run.classes]
+    run.splits = split_classes(run.classes, inputs.validation_percentage, inputs.testing_percentage, log.warning)
+    log.info("Found %d images in %d classes under %s.", sum(len(c.images) for c in run.classes), len(run.labels),
+             inputs.image_dir)
+
+
+def load_network(run: Run) -> None:
+    settings, export_settings = run.config.bottlenecks, run.config.export
+    module = load_module(settings.tfhub_module, settings.model_dir, log=log.info, top_block=settings.bottleneck_layer)
+    if export_settings.final_tensor_name != ExportSettings.final_tensor_name:  # the default is known to be free
+        check_final_tensor_name(module, export_settings.final_tensor_name)
+    # Says which precision runs and why; vectors of one precision are never mixed with another's.
+    run.module = with_precision(module, network_precision(settings.precision))
+
+
+def cache_bottlenecks(run: Run, open_caches: contextlib.ExitStack) -> None:
+    """Every image's bottleneck in the cache, then the sets read from it."""
+    config, settings = run.config, run.config.bottlenecks
+    if config.fine_tune.enabled:
+        run.activations = fine_tune.activation_cache(settings.bottleneck_dir, run.module, config.fine_tune.blocks,
+                                                     log.warning)
+        open_caches.callback(run.activations.close)
+    with contextlib.closing(BottleneckCache(settings.bottleneck_dir, run.module.identity, run.module.bottleneck_size,
+                                            log=log.warning)) as cache:
+        run.images = bottlenecks.ensure(settings, run.module, cache, run.classes, run.splits, run.activations,
+                                        config.fine_tune.blocks, show_progress=not config.run.quiet)
+        run.splits = resplit_readable(run.classes, run.splits, run.images.skipped, config)
+        dim = run.module.bottleneck_size
+        run.data = load_sets(cache, run.splits, run.images.digest_of, dim, settings.distortion, settings.copies)
+        # The data checks look at every image as it is, never at a distorted copy.
+        run.plain = load_sets(cache, run.splits, run.images.digest_of, dim) if settings.copies else run.data
+    run.counts = check_usable(run.splits, run.images.skipped, config.run.strict)
+    run.test, run.test_rows = pick_test_images(run.data["testing"], config.training.test_batch_size,
+                                               config.training.seed)
+
+
+def fine_tune_top_blocks(run: Run) -> None:
+    run.tuned, run.module, test_p, validation_p = fine_tune.run(run.config, run.module, run.layer, run.activations,
+                                                                run.splits, run.images.digest_of, len(run.labels),
+                                                                run.test_rows)
+    run.layer = run.tuned.layer
+    run.logits = tuple(map(calibration.logits_from_probabilities, (test_p, validation_p)))
+
+
+def evaluate(run: Run) -> None:
+    """Calibrate the scores on the validation set, then measure the final test accuracy."""
+    config = run.config
+    if run.tuned is None:  # fine-tuning measured its own network's logits
+        run.logits = tuple(calibration.layer_logits(run.layer, s.x) for s in (run.test, run.data["validation"]))
+    test_logits, validation_logits = run.logits
+    run.scored = calibration.score_run(not config.export.no_temperature_scaling, validation_logits,
+                                       run.data["validation"].y, test_logits, run.test.y)
+    log.info("Confidence: %s.", run.scored.calibration.note)
+    run.result = final_test(run.test, run.scored.test_probabilities, run.labels, config.input.testing_percentage,
+                            config.report.print_misclassified_test_images)
+
+
+def check_data(run: Run) -> None:
+    """Suspected label errors, duplicates and leakage, over every image as it is."""
+    run.findings = data_checks.check_run(run.plain, run.images.digest_of, run.labels, run.config.training.seed,
+                                         run.config.run.strict)
+
+
+def export(run: Run) -> None:
+    run.layer = calibration.scaled_layer(run.layer, run.scored.calibration.temperature)  # softmax(logits / T)
+    export_all(run.config.export, run.module, run.layer, run.labels,
+               [im.path for sp in run.splits for im in sp.training])
+
+
+def report(run: Run) -> RunResult:
+    run.timings["total"] = time.perf_counter() - run.started
+    tuned, validation = run.tuned, run.data["validation"]
+    summary = write_report(run.config.report_dir, ReportData(
+        labels=run.labels, history=run.layer.history, test_true=run.result.true,
+        test_predicted=run.result.predicted, test_names=run.result.names, counts=run.counts,
+        skipped=run.images.skipped, settings=run.config.flags(), module=run.module, timings=run.timings,
+        test_accuracy=run.result.accuracy, validation_accuracy=tuned.best.validation_accuracy if tuned else None,
+        fine_tune=fine_tune.summary(run.config.fine_tune, tuned) if tuned else None,
+        calibration=run.scored.summary, findings=run.findings,
+        page=PageData(Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
+                      Predictions(validation.names, validation.y, run.scored.validation_probabilities),
+                      run.findings),
+    ))
+    log.info("Wrote the report to %s", run.config.report_dir)
+    return RunResult(run.labels, run.layer, run.result.accuracy, len(run.result.true), run.counts,
+                     run.images.skipped, run.result.misclassified, run.timings, summary)
+
+
+# ------------------------------------------------------------------------------------------ their helpers
 
 
 def find_classes(config: RetrainConfig) -> list[ImageClass]:
@@ -168,8 +233,9 @@ def check_usable(splits, skipped, strict: bool) -> dict[str, dict[str, int]]:
     return counts
 
 
-def train_new_layer(config: RetrainConfig, module, labels: list[str], data):
+def train_new_layer(run: Run) -> None:
     """Train the new softmax layer, with progress, TensorBoard summaries and intermediate graphs."""
+    config, module, labels, data = run.config, run.module, run.labels, run.data
     save_intermediate = intermediate_saver(config.export, module, labels)
     summaries = Summaries(config.report.summaries_dir)
     summaries.settings({k: str(v) for k, v in config.flags().items()})
@@ -182,8 +248,8 @@ def train_new_layer(config: RetrainConfig, module, labels: list[str], data):
                 save_intermediate(step, weights, biases)
 
         try:
-            return train_layer(data["training"], data["validation"], len(labels), config.training, summaries,
-                               on_step, store_every=config.export.intermediate_store_frequency)
+            run.layer = train_layer(data["training"], data["validation"], len(labels), config.training, summaries,
+                                    on_step, store_every=config.export.intermediate_store_frequency)
         finally:
             summaries.close()
 
