@@ -96,9 +96,10 @@ def _model_handler_class():
         Beam's own TensorFlow handler loads through tf.keras, which Keras 3 refuses for a plain SavedModel.
         """
 
-        def __init__(self, model_uri: str, batch_size: int):
+        def __init__(self, model_uri: str, batch_size: int, bfloat16: bool = False):
             super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
             self.model_uri = model_uri
+            self.bfloat16 = bfloat16
 
         def load_model(self):
             import tensorflow as tf
@@ -108,7 +109,10 @@ def _model_handler_class():
         def run_inference(self, batch, model, inference_args=None):
             import tensorflow as tf
 
-            vectors = model.features(tf.constant(np.stack(batch))).numpy()
+            from .precision import bfloat16_scope
+
+            with bfloat16_scope(self.bfloat16):
+                vectors = model.features(tf.constant(np.stack(batch))).numpy()
             return [PredictionResult(None, vector) for vector in vectors]
 
         def get_metrics_namespace(self) -> str:
@@ -216,11 +220,18 @@ def _skipped_line(item) -> str:
 
 
 def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch_size: int = 32, beam_args=(),
-                       log=print) -> Outcome:
-    """Run the pipeline over ``image_dir``, writing this run's shards and skipped record into ``output_dir``."""
+                       log=print, precision=None) -> Outcome:
+    """Run the pipeline over ``image_dir``, writing this run's shards and skipped record into ``output_dir``.
+
+    With a bfloat16 ``precision`` (precision.Precision) the workers run the exported float32 network
+    through oneDNN's bfloat16 rewrite, and the shards carry that precision in their module identity,
+    as retrain.py's cache does; float32 keeps the module's own identity.
+    """
     import apache_beam as beam
     import pyarrow as pa
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+    from .network import with_precision
 
     image_dir, output_dir = str(image_dir), str(output_dir)
     if is_url(image_dir):
@@ -235,15 +246,17 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
             Path(output_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"Cannot create --output_dir '{output_dir}': {exc.strerror}.") from None
-    cached = _cached_digests(bottleneck_dir, module)
+    keyed = with_precision(module, precision) if precision is not None else module
+    cached = _cached_digests(bottleneck_dir, keyed)
     earlier = [path for path, _size in list_files(output_dir, SHARD_PATTERN)]
     model_uri = stage_model(module, output_dir, log)
     run = beam_common.run_id()
     shard_prefix, skipped_prefix = join(output_dir, f"bottlenecks-{run}"), join(output_dir, f"skipped-{run}")
-    identity, dim = module.identity, module.bottleneck_size
+    identity, dim = keyed.identity, module.bottleneck_size
     schema = pa.schema([("module", pa.string()), ("digest", pa.string()), ("vector", pa.list_(pa.float32()))])
     HashFile, KeepUnknown, Decode = _dofns()
-    handler = KeyedModelHandler(_model_handler_class()(model_uri, batch_size))
+    handler = KeyedModelHandler(_model_handler_class()(model_uri, batch_size,
+                                                                 getattr(precision, "name", None) == "bfloat16"))
 
     def build(p):
         listed = (p | "Sources" >> beam.Create(sources)

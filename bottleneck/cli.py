@@ -234,6 +234,11 @@ def beam_bottlenecks_main(argv) -> int:
         p.add_argument(f"--{name}", default=default, type=type(default) if isinstance(default, int) else str,
                        help=f"As for retrain.py: {field.metadata['help']} (default: {default})",
                        **field.metadata["argparse"])
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="Arithmetic of the network on the workers: auto (bfloat16 where this machine computes it "
+                        "natively, as retrain.py decides, for runs on this machine), float32 (any worker), or "
+                        "bfloat16 (name it for a cluster whose workers compute it natively). retrain.py uses the "
+                        "shards when it runs at the same precision (default: auto)")
     args, beam_args = p.parse_known_args(argv)
     setup_logging("INFO")
     quiet_tensorflow("WARN")
@@ -242,6 +247,7 @@ def beam_bottlenecks_main(argv) -> int:
     def body():
         from .beam_bottlenecks import create_bottlenecks
         from .modules import load_module
+        from .precision import network_precision
         from .shards import default_folder, is_url
         from .walk import list_images
 
@@ -250,9 +256,10 @@ def beam_bottlenecks_main(argv) -> int:
         if not is_url(args.image_dir):
             list_images(args.image_dir)  # a missing or unusable folder is reported before the model loads
         module = load_module(args.tfhub_module, Path(args.model_dir), log=log, top_block=args.bottleneck_layer)
+        precision = network_precision(args.precision)
         output_dir = args.output_dir or default_folder(args.bottleneck_dir)
         outcome = create_bottlenecks(args.image_dir, output_dir, module, args.bottleneck_dir,
-                                     args.extraction_batch_size, beam_args, log)
+                                     args.extraction_batch_size, beam_args, log, precision)
         print(f"{outcome.listed} images listed, {outcome.known} already computed, {outcome.computed} bottlenecks "
               f"computed, {outcome.skipped} skipped.")
         print(f"Shards: {outcome.shards}")

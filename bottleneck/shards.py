@@ -126,6 +126,6 @@ def import_shards(cache, folder, log=print, required: bool = False) -> int:
         log(f"Imported {count} bottlenecks from {len(new)} shard file(s) in {folder}.")
     else:
         log(f"The {len(new)} new shard file(s) in {folder} hold no bottlenecks of this module; they were written "
-            "for another module or --bottleneck_layer, or at float32 while this run uses another --precision "
-            "(the Beam pipeline computes float32: give --precision float32 to use them).")
+            "for another module, --bottleneck_layer or --precision (the pipeline's --precision must be the one "
+            "this run uses).")
     return count

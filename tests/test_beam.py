@@ -70,7 +70,7 @@ def beam_run(tmp_path_factory, tiny_module):
     bad = add_bad_images(images)
     bottleneck_dir = tmp / "bottlenecks"
     args = [f"--image_dir={images}", f"--tfhub_module={tiny_module}", f"--bottleneck_dir={bottleneck_dir}",
-            "--extraction_batch_size=4"]
+            "--extraction_batch_size=4", "--precision=float32"]
     return tmp, images, bottleneck_dir, bad, args
 
 
@@ -120,6 +120,23 @@ def test_retrain_imports_the_shards_once_and_computes_only_what_they_lack(beam_r
     with caplog.at_level("INFO", logger="retrain"):
         assert retrain_main(flags) == 0
     assert "Imported" not in caplog.text  # the same shard files are not read again
+
+
+def test_bfloat16_shards_are_keyed_for_bfloat16_runs_only(beam_run, tiny_module, caplog):
+    tmp, images, _bottleneck_dir, _bad, args = beam_run
+    shard_dir = tmp / "bfloat16-shards"
+    bfloat16_args = [a for a in args if not a.startswith("--precision")] + ["--precision=bfloat16"]
+    assert beam_bottlenecks_main([*bfloat16_args, f"--output_dir={shard_dir}", f"--bottleneck_dir={tmp / 'none'}"]) == 0
+    train = tmp / "bfloat16-run"
+    for precision, imported in (("float32", False), ("bfloat16", True)):
+        flags = retrain_args(train, images, tiny_module, f"--bottleneck_shards={shard_dir}",
+                             f"--precision={precision}", steps=20)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="retrain"):
+            assert retrain_main(flags) == 0
+        assert ("Imported 18 bottlenecks from" in caplog.text) is imported, precision
+        if not imported:  # a float32 run says why it leaves bfloat16 vectors alone
+            assert "for another module, --bottleneck_layer or --precision" in caplog.text
 
 
 def test_label_image_pipeline_rows_equal_its_local_output(tmp_path, tiny_module, capsys):
@@ -197,7 +214,7 @@ def test_inception_shards_equal_local_extraction_on_real_photos(tmp_path, incept
             (images / label).mkdir(parents=True, exist_ok=True)
             shutil.copy(photo, images / label / photo.name)
     (images / "roses" / "empty.jpg").write_bytes(b"")
-    args = [f"--image_dir={images}", f"--bottleneck_dir={tmp_path / 'bottlenecks'}",
+    args = [f"--image_dir={images}", f"--bottleneck_dir={tmp_path / 'bottlenecks'}", "--precision=float32",
             f"--model_dir={inception_model_dir}"]
     out = run_command(args, capsys)
     assert "7 images listed, 0 already computed, 6 bottlenecks computed, 1 skipped." in out
