@@ -27,4 +27,5 @@ def machine() -> dict:
         tf_version, gpus = None, []
     return {"cpu_model": model, "cores": os.cpu_count(), "flags": {f: f in flags for f in RELEVANT_FLAGS},
             "tensorflow": tf_version, "gpus": gpus,
-            "note": "shared machine: other sessions were using the same cores while this ran"}
+            # Other work on the same cores slows every figure: the load when the measurement began says how much.
+            "load_average_1min_at_start": round(os.getloadavg()[0], 2)}

@@ -62,15 +62,10 @@ def quantize(concrete_fn, height: int, width: int, paths: list[Path], owner=None
     """Full-integer TFLite bytes of ``concrete_fn`` (float images -> float features), calibrated on ``paths``."""
     import tensorflow as tf
 
-    from .images import BadImage, load_for_model
     from .quiet import parked_stderr
+    from .tflite import representative_images
 
-    images = []
-    for path in paths:
-        try:
-            images.append(load_for_model(path, height, width))
-        except (BadImage, OSError):
-            continue
+    images = representative_images(paths, height, width, limit=len(paths))  # every calibration photo
     if not images:
         raise UserError(f"--precision int8 calibrates on the photos in {CALIBRATION_DIR}, and none could be read.",
                         exit_code=1)

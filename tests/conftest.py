@@ -113,6 +113,16 @@ def inception_model_dir() -> Path:
     return model_dir
 
 
+def run_retrain(tmp_path: Path, image_dir: Path, module: Path, caplog, capsys, *extra: str, steps: int = 10):
+    """One in-process retrain.py run on the tiny module: (exit code, log text, stderr text)."""
+    from bottleneck.cli import retrain_main
+
+    caplog.clear()
+    caplog.set_level("INFO", logger="retrain")
+    code = retrain_main(retrain_args(tmp_path, image_dir, module, *extra, steps=steps))
+    return code, caplog.text, capsys.readouterr().err
+
+
 def import_frozen_graph(path: Path):
     """A tf.Graph holding the frozen GraphDef at ``path``, imported the way classic users did."""
     import tensorflow as tf

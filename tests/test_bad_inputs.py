@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_dataset, retrain_args, the_error, write_photo
+from conftest import run_retrain as run
 from PIL import Image
 
 import bottleneck.pipeline as pipeline
@@ -35,12 +36,6 @@ STEPS = 10
 # --------------------------------------------------------------------------- helpers
 
 
-def run(tmp_path, image_dir, module, caplog, capsys, *extra):
-    """One in-process run: (exit code, log text, stderr text)."""
-    caplog.clear()
-    caplog.set_level("INFO", logger="retrain")
-    code = retrain_main(retrain_args(tmp_path, image_dir, module, *extra, steps=STEPS))
-    return code, caplog.text, capsys.readouterr().err
 
 
 def counts_line(log: str) -> tuple[int, int, int]:

@@ -14,22 +14,17 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import make_dataset, retrain_args, the_error, write_photo
+from conftest import make_dataset, the_error, write_photo
+from conftest import run_retrain as run
 
 import bottleneck.bottlenecks as bottlenecks_module
 import bottleneck.cache as cache_module
 from bottleneck.cache import DB_NAME, BottleneckCache, cache_error
-from bottleneck.cli import retrain_main
 from bottleneck.errors import EXIT_FAILURE, EXIT_USAGE, UserError
 
 STEPS = 10
 
 
-def run(tmp_path, images, module, caplog, capsys, *extra):
-    caplog.clear()
-    caplog.set_level("INFO", logger="retrain")
-    code = retrain_main(retrain_args(tmp_path, images, module, *extra, steps=STEPS))
-    return code, caplog.text, capsys.readouterr().err
 
 
 def cache_dir(tmp_path: Path) -> Path:

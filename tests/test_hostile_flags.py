@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import import_frozen_graph, make_dataset, retrain_args, the_error
+from conftest import import_frozen_graph, make_dataset, the_error
+from conftest import run_retrain as run
 
-from bottleneck.cli import build_parser, config_from_args, retrain_main
+from bottleneck.cli import build_parser, config_from_args
 from bottleneck.errors import UserError
 
 STEPS = 10
 
 
-def run(tmp_path, images, module, caplog, capsys, *extra, steps=STEPS):
-    caplog.clear()
-    caplog.set_level("INFO", logger="retrain")
-    code = retrain_main(retrain_args(tmp_path, images, module, *extra, steps=steps))
-    return code, caplog.text, capsys.readouterr().err
 
 
 @pytest.fixture

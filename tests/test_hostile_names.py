@@ -13,23 +13,18 @@ import unicodedata
 
 import numpy as np
 import pytest
-from conftest import make_dataset, retrain_args, the_error, write_photo
+from conftest import make_dataset, the_error, write_photo
+from conftest import run_retrain as run
 from PIL import Image
 
 from bottleneck import images as images_module
 from bottleneck.cache import BottleneckCache, Entry, import_classic_text
-from bottleneck.cli import retrain_main
 from bottleneck.images import BadImage, load_for_model, missing_rows
 from bottleneck.walk import label_for_folder
 
 STEPS = 10
 
 
-def run(tmp_path, images, module, caplog, capsys, *extra, steps=STEPS):
-    caplog.clear()
-    caplog.set_level("INFO", logger="retrain")
-    code = retrain_main(retrain_args(tmp_path, images, module, *extra, steps=steps))
-    return code, caplog.text, capsys.readouterr().err
 
 
 def stored_count(tmp_path) -> int:

@@ -12,18 +12,13 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, make_dataset, retrain_args, the_error, write_photo
+from conftest import run_retrain as run
 
 from bottleneck import atomic
-from bottleneck.cli import retrain_main
 
 STEPS = 10
 
 
-def run(tmp_path, images, module, caplog, capsys, *extra, steps=STEPS):
-    caplog.clear()
-    caplog.set_level("INFO", logger="retrain")
-    code = retrain_main(retrain_args(tmp_path, images, module, *extra, steps=steps))
-    return code, caplog.text, capsys.readouterr().err
 
 
 def snapshot(folder: Path, skip=("logs", "bottlenecks")) -> dict[str, bytes]:
