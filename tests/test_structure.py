@@ -73,3 +73,9 @@ def test_the_flags_page_is_the_help_text():
     from tools.flags_doc import main
 
     assert main(["--check"]) == 0, "docs/flags.md is out of date: run python -m tools.flags_doc"
+
+
+def test_the_readme_names_every_module_of_the_package():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    missing = [p.name for p in PACKAGE.glob("*.py") if f"`{p.name}`" not in readme]
+    assert not missing, f"README's module table lacks {missing}"
