@@ -142,3 +142,12 @@ def the_error(err: str) -> str:
     assert len(errors) == 1, err
     assert errors[0].rstrip().endswith("."), errors[0]
     return errors[0]
+
+
+def one_sentence(err: str, prog: str = "label_image.py") -> str:
+    """stderr holds exactly one line: '<prog>: error: <one sentence>.' and no traceback; returns it."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: ") and lines[0].rstrip().endswith("."), lines[0]
+    return lines[0]

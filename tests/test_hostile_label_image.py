@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_dataset, retrain_args, write_photo
+from conftest import ROOT, make_dataset, one_sentence, retrain_args, write_photo
 
 from bottleneck.classify import one_line_name, utf8_name
 from bottleneck.cli import label_image_main, retrain_main
@@ -35,12 +35,6 @@ def classify(trained, capsys, *args):
     return code, captured.out, captured.err
 
 
-def one_sentence(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("label_image.py: error: ") and lines[0].rstrip().endswith("."), lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_dataset, retrain_args, write_photo
+from conftest import ROOT, make_dataset, one_sentence, retrain_args, write_photo
 
 from bottleneck.cli import label_image_main, retrain_main
 
@@ -35,13 +35,6 @@ def classify(trained, capsys, *args, graph=None, labels=None):
     return code, captured.out, captured.err
 
 
-def one_sentence(err: str) -> str:
-    """stderr holds exactly one line: 'label_image.py: error: <one sentence>.' and no traceback."""
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("label_image.py: error: ") and lines[0].rstrip().endswith("."), lines[0]
-    return lines[0]
 
 
 def photo(folder: Path, name: str, colour: str, seed: int) -> Path:
