@@ -19,23 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-FLAGS_OF_INTEREST = ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
-
-
-def machine() -> dict:
-    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    return {"cpu": fields.get("Model name", "").strip(), "cpus": int(fields.get("CPU(s)", "0").strip() or 0),
-            "flags": {f: f in flags for f in FLAGS_OF_INTEREST}, "python": platform.python_version()}
+from machine import machine, write_result  # bench/machine.py, beside this script
 
 
 def main(argv=None) -> int:
@@ -51,10 +41,10 @@ def main(argv=None) -> int:
 
     from bottleneck.beam_bottlenecks import create_bottlenecks, stage_model
     from bottleneck.cache import BottleneckCache, Entry
-    from bottleneck.cli import quiet_tensorflow
     from bottleneck.extract import Job, compute_missing
     from bottleneck.inception_v3 import default_model_dir
     from bottleneck.modules import load_module
+    from bottleneck.quiet import quiet_tensorflow
     from bottleneck.shards import import_shards
     from bottleneck.walk import list_images
 
@@ -126,8 +116,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_result(args.json, result, indent=1)
     return 0
 
 

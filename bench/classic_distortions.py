@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
 
 from bottleneck.cache import DB_NAME, BottleneckCache
 from bottleneck.cli import build_parser, config_from_args
@@ -51,8 +52,7 @@ DISTORTION_FLAGS = ["--flip_left_right", "--random_crop", "10", "--random_scale"
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir",
-                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--copies", type=int, default=3)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,28 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine, write_result  # bench/machine.py, beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 # Three test photos of flower_photos_dev that are not of their class, found by eye in an accuracy study.
 WATCH = ("roses/14381787252_e8e12e277a_n.jpg", "tulips/14116780333_7836f4448c.jpg",
          "tulips/14097328354_4f1469a170.jpg")
-
-
-def machine() -> dict:
-    info = {"python": platform.python_version(), "cores": None, "cpu": None, "flags": []}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Model name":
-                info["cpu"] = value.strip()
-            elif key.strip() == "CPU(s)":
-                info["cores"] = int(value.strip())
-            elif key.strip() == "Flags":
-                wanted = ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
-                info["flags"] = [f for f in value.split() if f in wanted]
-    except OSError:
-        pass
-    return info
 
 
 def run_once(image_dir: Path, bottleneck_dir: Path, out: Path, skip: bool, seed: int,
@@ -114,11 +97,9 @@ def main(argv=None) -> int:
         "duplicates": full["data_checks"]["duplicates"],
         "leakage": full["data_checks"]["leakage"],
     }
-    text = json.dumps(results, indent=2)
-    print(text)
+    print(json.dumps(results, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+        write_result(args.json, results)
     return 0
 
 

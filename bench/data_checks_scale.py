@@ -29,7 +29,7 @@ from bottleneck.split import split_classes
 from bottleneck.walk import list_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_checks import machine  # noqa: E402  (the sibling bench script)
+from machine import machine, write_result  # bench/machine.py, beside this script
 
 
 def real_bottlenecks(image_dir: Path, bottleneck_dir: Path):
@@ -77,8 +77,7 @@ def main(argv=None) -> int:
     out = {"command": " ".join(["python", "bench/data_checks_scale.py"] + (argv or sys.argv[1:])),
            "machine": machine(), "shared_machine": True, "results": results}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        write_result(args.json, out)
     return 0
 
 

@@ -1,7 +1,13 @@
-"""The processor a figure was measured on: model name and the flags that decide precision speed."""
+"""What every benchmark records beside its figures: the processor (model name and the flags that decide
+precision speed), and the result file itself."""
+import json
 import os
 import platform
 import subprocess
+from pathlib import Path
+
+# The 1,000-photo development set beside the repository (not part of it): every benchmark's default data.
+DEFAULT_IMAGE_DIR = str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev")
 
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
 
@@ -29,3 +35,10 @@ def machine() -> dict:
             "tensorflow": tf_version, "gpus": gpus,
             # Other work on the same cores slows every figure: the load when the measurement began says how much.
             "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
+
+
+def write_result(path, result: dict, indent: int = 2) -> None:
+    """Write a benchmark's result as JSON, making its folder (bench/results/ by convention)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=indent) + "\n")

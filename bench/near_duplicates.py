@@ -25,7 +25,8 @@ from bottleneck import data_checks
 from bottleneck.images import load_for_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_checks_scale import machine, real_bottlenecks  # noqa: E402  (sibling bench scripts)
+from data_checks_scale import real_bottlenecks  # noqa: E402  (the sibling bench script)
+from machine import machine, write_result  # noqa: E402  (bench/machine.py, beside this script)
 
 
 def _jpeg(image: Image.Image, quality: int = 80) -> bytes:
@@ -80,8 +81,7 @@ def main(argv=None) -> int:
                "rule": {"min_similarity": data_checks.NEAR_MIN_SIMILARITY, "margin": data_checks.NEAR_MARGIN}}
     print(json.dumps(results, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_result(args.json, results)
     return 0
 
 

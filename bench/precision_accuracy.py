@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import machine  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, machine  # bench/machine.py, beside this script
 
 from bottleneck.cache import BottleneckCache, Entry
 from bottleneck.extract import Job, compute_missing
@@ -70,8 +70,7 @@ def vectors(precision_name: str, paths, args) -> tuple[np.ndarray, float, int]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir",
-                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--seeds", type=int, default=3)

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from machine import machine  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, machine  # bench/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def rate_of(fn, batches) -> tuple[float, float]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir", default=str(REPO.parents[1] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--model_dir", default=None)
     p.add_argument("--images", type=int, default=256, help="images for bottleneck creation at each precision")
     p.add_argument("--retrain", action="store_true", help="also time a cold retrain.py on every image")

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
 
 from bottleneck.cache import BottleneckCache, Entry
 from bottleneck.extract import Job, compute_missing
@@ -59,8 +60,7 @@ def cross_validated(data: dict[str, SplitData], num_classes: int) -> float:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir",
-                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--seeds", type=int, default=3)

@@ -11,9 +11,9 @@ and test accuracy (reported only), averaged over seeds.
 """
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
+from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
 
 from bottleneck import inception_v3
 from bottleneck.cache import BottleneckCache
@@ -27,8 +27,7 @@ from bottleneck.walk import list_images
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--image_dir",
-                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--copies", type=int, nargs="+", default=[1, 2, 3, 5, 10])
     p.add_argument("--seeds", type=int, default=3)

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
+
 from bottleneck.cli import build_parser, config_from_args
 from bottleneck.inception_v3 import TOP_BLOCKS, default_model_dir
 from bottleneck.pipeline import retrain
@@ -44,8 +46,7 @@ SETTINGS = {
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_dir",
-                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--model_dir", default=str(default_model_dir()))
     p.add_argument("--steps", type=int, default=300, help="--fine_tune_steps of every setting")

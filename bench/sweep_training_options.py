@@ -9,9 +9,9 @@ choice is made on) and test accuracy (reported, never used to choose), over seed
 """
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
+from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
 
 from bottleneck import inception_v3
 from bottleneck.cache import BottleneckCache
@@ -24,8 +24,7 @@ from bottleneck.walk import list_images
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--image_dir",
-                   default=str(Path(__file__).resolve().parents[2] / "shared/datasets/flower_photos_dev"))
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--bottleneck_dir", default="/tmp/bottleneck")
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args()

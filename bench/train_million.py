@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     if args.child:
         child(args.child, args.vectors, args.in_memory)
         return 0
-    from beam_vs_local import machine  # the sibling script: this one runs as bench/train_million.py
+    from machine import machine, write_result  # bench/machine.py, beside this script
 
     with tempfile.TemporaryDirectory(prefix="bench-million-") as tmp:
         directory = Path(args.work_dir or tmp)
@@ -128,8 +128,7 @@ def main(argv=None) -> int:
               "note": "peak RSS of the child process (VmHWM); the machine was shared with other jobs"}
     print(json.dumps(result, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_result(args.json, result, indent=1)
     return 0
 
 
