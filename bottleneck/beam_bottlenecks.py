@@ -66,7 +66,8 @@ def export_feature_model(module, directory: Path) -> None:
     if owner is not None:  # a loaded SavedModel or TF-Hub module: its variables must travel with the function
         holder.owner = owner
     holder.features = tf.function(
-        module.features, input_signature=[tf.TensorSpec([None, module.height, module.width, 3], tf.float32)]
+        module.features, input_signature=[tf.TensorSpec([None, module.height, module.width, 3], tf.float32)],
+        autograph=False,
     )
     tf.saved_model.save(holder, str(directory))
     info = {"identity": module.identity, "height": module.height, "width": module.width,

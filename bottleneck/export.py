@@ -140,7 +140,8 @@ def write_saved_model(directory, module: FeatureModule, weights, biases, labels:
     model.final_biases = tf.Variable(biases, name="final_biases")
     model.labels_ = tf.constant(labels)
     # One tf.function shared by both signatures: the network is stored once in the SavedModel.
-    classify = tf.function(classifier_fn(module, model.final_weights, model.final_biases, final_tensor_name))
+    classify = tf.function(classifier_fn(module, model.final_weights, model.final_biases, final_tensor_name),
+                           autograph=False)
 
     def outputs(images):
         scores = classify(images)

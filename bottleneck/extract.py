@@ -38,6 +38,7 @@ def compiled_features(module: FeatureModule):
         module.features,
         input_signature=[tf.TensorSpec([None, module.height, module.width, 3], tf.float32)],
         jit_compile=False,
+        autograph=False,  # plain Python layers: converting them only costs a second per trace
     )
 
 

@@ -86,7 +86,7 @@ def activation_shape(weights: dict[str, np.ndarray], blocks: int,
 
     lower, _upper = inception_v3.split_network(weights, blocks, top=top)
     spec = tf.TensorSpec([1, inception_v3.INPUT_SIZE, inception_v3.INPUT_SIZE, 3], tf.float32)
-    return tuple(int(d) for d in tf.function(lower).get_concrete_function(spec).outputs[0].shape[1:])
+    return tuple(int(d) for d in tf.function(lower, autograph=False).get_concrete_function(spec).outputs[0].shape[1:])
 
 
 def activation_cache(directory, module: FeatureModule, blocks: int, log_warning=print) -> BottleneckCache:
@@ -111,7 +111,8 @@ def extraction_fn(module: FeatureModule, blocks: int):
         activations = lower(images)
         return upper(activations), tf.cast(activations, tf.float16)
 
-    return tf.function(both, input_signature=[tf.TensorSpec([None, module.height, module.width, 3], tf.float32)])
+    return tf.function(both, input_signature=[tf.TensorSpec([None, module.height, module.width, 3], tf.float32)],
+                       autograph=False)
 
 
 def fine_tune(
@@ -226,7 +227,7 @@ def classify(weights: dict[str, np.ndarray], blocks: int, layer: TrainedLayer, d
 
     _lower, upper = inception_v3.split_network(weights, blocks, top=top)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *data.shape], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, *data.shape], tf.float32)], autograph=False)
     def infer(activations):
         return tf.nn.softmax(tf.matmul(upper(activations), layer.weights) + layer.biases)
 

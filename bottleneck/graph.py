@@ -36,7 +36,7 @@ def frozen_graph_def(module: FeatureModule, weights: np.ndarray, biases: np.ndar
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    fn = tf.function(classifier_fn(module, weights, biases, final_tensor_name)).get_concrete_function(
+    fn = tf.function(classifier_fn(module, weights, biases, final_tensor_name), autograph=False).get_concrete_function(
         tf.TensorSpec([None, module.height, module.width, 3], tf.float32, name=INPUT_NAME)
     )
     if fn.captured_inputs:  # a module with variables (TF-Hub, SavedModel): fold them into constants

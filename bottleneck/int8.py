@@ -112,7 +112,7 @@ def module_artifact(module, model_dir, paths: list[Path] | None = None) -> Path:
     import tensorflow as tf
 
     def build():
-        return tf.function(module.features).get_concrete_function(
+        return tf.function(module.features, autograph=False).get_concrete_function(
             tf.TensorSpec([None, module.height, module.width, 3], tf.float32, name="images"))
 
     owner = getattr(module.features, "_owner", None)  # a loaded SavedModel: the converter freezes its variables

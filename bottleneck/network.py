@@ -41,7 +41,7 @@ def spread(fn, devices: list[str], height: int, width: int):
     """A TensorFlow function that runs ``fn`` on one slice of the batch per device and joins the results."""
     import tensorflow as tf
 
-    @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)], autograph=False)
     def on_all(images):
         count = tf.shape(images)[0]
         per_device = (count + len(devices) - 1) // len(devices)

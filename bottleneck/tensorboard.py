@@ -1,7 +1,10 @@
 """TensorBoard summaries under --summaries_dir/train and /validation, as the classic script wrote them.
 
-Points are buffered and written in batches by one compiled call per writer:
-one eager summary op per point cost more than the training itself.
+Each point is built as a Summary protocol buffer by TensorBoard's own NumPy
+helpers (``scalar_pb``, ``histogram_pb``, ``text_pb``), buffered, and written
+with one ``write_raw_pb`` call per step: TensorFlow's summary ops would compute
+every histogram, or trace a writer function, at a cost close to the
+training's own.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-FLUSH_EVERY = 500  # buffered points per writer
+FLUSH_EVERY = 500  # buffered steps per writer: bounded memory, few switches between the two writers
 
 
 class Summaries:
@@ -31,54 +34,46 @@ class Summaries:
                             f"{exc.strerror or exc} ({exc.filename}).") from None
         self.train = tf.summary.create_file_writer(str(root / "train"))
         self.validation = tf.summary.create_file_writer(str(root / "validation"))
-        self._points = {"train": [], "validation": []}  # (step, accuracy, cross_entropy)
-        self._writers = {name: self._scalar_writer(getattr(self, name)) for name in self._points}
+        self._buffered = {self.train: [], self.validation: []}  # writer -> [(step, serialized Summary)]
 
-    def _scalar_writer(self, writer):
-        tf = self._tf
+    def _write(self, writer, step: int, *summaries) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
 
-        # tf.summary.write keeps the tag as given; tf.summary.scalar would prefix the loop's name scope.
-        scalar = tf.compat.v1.SummaryMetadata(
-            plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
-        ).SerializeToString()
+        merged = Summary(value=[value for summary in summaries for value in summary.value])
+        self._buffered[writer].append((step, merged.SerializeToString()))
+        if len(self._buffered[writer]) >= FLUSH_EVERY:
+            self.flush()
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, 2], tf.float32)])
-        def write(steps, values):
-            with writer.as_default():
-                for i in tf.range(tf.shape(steps)[0]):
-                    tf.summary.write("accuracy", values[i, 0], step=steps[i], metadata=scalar)
-                    tf.summary.write("cross_entropy", values[i, 1], step=steps[i], metadata=scalar)
-
-        return write
+    def flush(self):
+        for writer, points in self._buffered.items():
+            if points:
+                with writer.as_default():
+                    for step, serialized in points:
+                        self._tf.summary.experimental.write_raw_pb(serialized, step=step)
+                points.clear()
 
     def scalars(self, step, train_accuracy, cross_entropy, validation_accuracy=None, validation_cross_entropy=None):
-        self._points["train"].append((step, train_accuracy, cross_entropy))
+        from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+
+        self._write(self.train, step, scalar_pb("accuracy", train_accuracy), scalar_pb("cross_entropy", cross_entropy))
         if validation_accuracy is not None:
-            self._points["validation"].append((step, validation_accuracy, validation_cross_entropy))
-        if len(self._points["train"]) >= FLUSH_EVERY:
-            self.flush()
+            self._write(self.validation, step, scalar_pb("accuracy", validation_accuracy),
+                        scalar_pb("cross_entropy", validation_cross_entropy))
 
     def histograms(self, step, weights, biases, activations):
         """The classic script's histograms of the new layer: weights, biases and pre-softmax activations."""
-        tf = self._tf
-        with self.train.as_default(step=step):
-            tf.summary.histogram("final_training_ops/weights", weights)
-            tf.summary.histogram("final_training_ops/biases", biases)
-            tf.summary.histogram("final_training_ops/pre_activations", activations)
+        from tensorboard.plugins.histogram.summary_v2 import histogram_pb
+
+        self._write(self.train, step, *(histogram_pb(f"final_training_ops/{name}", np.asarray(values))
+                                        for name, values in (("weights", weights), ("biases", biases),
+                                                             ("pre_activations", activations))))
 
     def settings(self, settings: dict):
         """The run's settings as a Markdown table in TensorBoard's Text tab."""
-        rows = "\n".join(f"| {key} | {value} |" for key, value in settings.items())
-        with self.train.as_default(step=0):
-            self._tf.summary.text("settings", f"| setting | value |\n|---|---|\n{rows}")
+        from tensorboard.plugins.text.summary_v2 import text_pb
 
-    def flush(self):
-        for name, points in self._points.items():
-            if points:
-                steps = np.array([p[0] for p in points], np.int64)
-                values = np.array([p[1:] for p in points], np.float32)
-                self._writers[name](steps, values)
-                points.clear()
+        rows = "\n".join(f"| {key} | {value} |" for key, value in settings.items())
+        self._write(self.train, 0, text_pb("settings", f"| setting | value |\n|---|---|\n{rows}"))
 
     def close(self):
         self.flush()

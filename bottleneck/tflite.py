@@ -47,7 +47,7 @@ def convert(module: FeatureModule, weights, biases, labels: list[str], quantize:
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization '{quantize}'")
-    fn = tf.function(classifier_fn(module, weights, biases, final_tensor_name)).get_concrete_function(
+    fn = tf.function(classifier_fn(module, weights, biases, final_tensor_name), autograph=False).get_concrete_function(
         tf.TensorSpec([None, module.height, module.width, 3], tf.float32, name="images")
     )
     owner = getattr(module.features, "_owner", None)  # a loaded SavedModel: the converter freezes its variables

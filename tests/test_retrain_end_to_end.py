@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, write_photo
+from conftest import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, run_retrain, write_photo
 
 from bottleneck.cli import label_image_main, retrain_main
 
@@ -151,27 +151,42 @@ def test_output_is_clean_for_cron_and_quiet_is_quiet(tmp_path, tiny_module):
     assert quiet.stdout.startswith("Test accuracy: ")
 
 
-def test_tensorboard_gets_the_classic_scalars_histograms_and_settings(tmp_path, tiny_module):
+def test_tensorboard_gets_the_classic_scalars_histograms_and_settings(tmp_path, tiny_module, caplog, capsys):
     import tensorflow as tf
 
     images = make_dataset(tmp_path / "images", 10)
-    assert retrain_main(retrain_args(tmp_path, images, tiny_module, "--eval_step_interval=10", steps=50)) == 0
+    code, log, _err = run_retrain(tmp_path, images, tiny_module, caplog, capsys, "--eval_step_interval=10", steps=50)
+    assert code == 0
     logs = tmp_path / "out" / "logs"
 
-    def tags(folder):
-        found = {}
+    def points(folder):
+        found = {}  # tag -> {step: (plugin, value)}
         for event_file in (logs / folder).glob("events.out.tfevents.*"):
             for event in tf.compat.v1.train.summary_iterator(str(event_file)):
                 for value in event.summary.value:
-                    found.setdefault(value.tag, []).append(event.step)
+                    found.setdefault(value.tag, {})[event.step] = (value.metadata.plugin_data.plugin_name,
+                                                                   tf.make_ndarray(value.tensor))
         return found
 
-    train, validation = tags("train"), tags("validation")
+    train, validation = points("train"), points("validation")
     assert sorted(train["accuracy"]) == sorted(train["cross_entropy"]) == [0, 10, 20, 30, 40, 49]
     assert sorted(validation["accuracy"]) == [0, 10, 20, 30, 40, 49]
-    for name in ("weights", "biases", "pre_activations"):
-        assert f"final_training_ops/{name}" in train
-    assert "settings" in train
+    # The values TensorBoard plots are the ones the log printed.
+    logged = {int(step): float(value) for step, value in re.findall(r"Step (\d+): Train accuracy = ([\d.]+)%", log)}
+    assert {step: round(float(v) * 100, 1) for step, (_plugin, v) in train["accuracy"].items()} == logged
+    assert {plugin for tag in ("accuracy", "cross_entropy") for plugin, _v in train[tag].values()} == {"scalars"}
+    # Counted values: a bias per class, and the logits of one batch of 100 (the default --train_batch_size).
+    for name, counted in (("weights", None), ("biases", 3), ("pre_activations", 100 * 3)):
+        steps = train[f"final_training_ops/{name}"]
+        assert 0 in steps and 49 in steps
+        plugin, buckets = steps[49]
+        assert plugin == "histograms" and buckets.shape[1] == 3  # [left edge, right edge, count] per bucket
+        if counted:
+            assert buckets[:, 2].sum() == counted  # one bias per class
+    weights = train["final_training_ops/weights"][49][1][:, 2].sum()
+    assert weights > 0 and weights % 3 == 0  # bottleneck width x 3 classes
+    plugin, text = train["settings"][0]
+    assert plugin == "text" and b"learning_rate" in text.item()
 
 
 def test_report_holds_the_same_numbers_as_the_log(trained):
