@@ -174,7 +174,8 @@ def bench_extraction(b: Bench, module, classes) -> None:
     import tensorflow as tf
 
     from bottleneck.cache import BottleneckCache, Entry
-    from bottleneck.extract import Job, compiled_features, compute_missing
+    from bottleneck.extract import Job, compute_missing
+    from bottleneck.graph import network_fn
     from bottleneck.images import load_for_model
 
     s, bs = b.sizes, b.args.batch_size
@@ -182,7 +183,7 @@ def bench_extraction(b: Bench, module, classes) -> None:
     paths = [im.path for _c, im in picked]
     say(f"[1] Bottleneck creation: {len(paths)} images through extract.compute_missing (batch {bs}) "
         f"vs the bare forward pass on a pre-decoded batch of {bs}")
-    features = compiled_features(module)
+    features = network_fn(module)
 
     # The ceiling: the compiled network alone on an already-decoded numpy batch.
     batch = np.stack([load_for_model(p, module.height, module.width) for p in (paths * bs)[:bs]])

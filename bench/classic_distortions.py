@@ -37,7 +37,7 @@ from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
 
 from bottleneck.cache import DB_NAME, BottleneckCache
 from bottleneck.cli import build_parser, config_from_args
-from bottleneck.extract import compiled_features
+from bottleneck.graph import network_fn
 from bottleneck.images import load_rgb_array
 from bottleneck.inception_v3 import default_model_dir
 from bottleneck.modules import load_module
@@ -97,7 +97,7 @@ def main():
 def classic_per_step(config, budget_s: float) -> dict:
     """The classic loop: fresh distortions through the network at every step, for ``budget_s`` seconds."""
     module = load_module(config.bottlenecks.tfhub_module, config.bottlenecks.model_dir, log=lambda *_: None)
-    features = compiled_features(module)
+    features = network_fn(module)
     distortion = config.bottlenecks.distortion
     listing = list_images(config.input.image_dir)
     inputs = config.input

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import BottleneckCache, Entry
+from .graph import network_fn
 from .images import BadImage, load_for_model
 from .modules import FeatureModule
 
@@ -28,18 +29,6 @@ class Job:
     entry: Entry
     path: Path
     copy: int | None = None  # a distorted copy's number; None for the image itself
-
-
-def compiled_features(module: FeatureModule):
-    """The module's feature function compiled once for any batch size."""
-    import tensorflow as tf
-
-    return tf.function(
-        module.features,
-        input_signature=[tf.TensorSpec([None, module.height, module.width, 3], tf.float32)],
-        jit_compile=False,
-        autograph=False,  # plain Python layers: converting them only costs a second per trace
-    )
 
 
 def compute_missing(
@@ -63,7 +52,7 @@ def compute_missing(
     """
     if not jobs:
         return []
-    features = features or compiled_features(module)
+    features = features or network_fn(module)
     caches = cache if isinstance(cache, list) else [cache]
     skipped: list[Skipped] = []
     workers = max(2, os.cpu_count() or 2)

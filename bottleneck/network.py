@@ -68,9 +68,9 @@ def runner(module: FeatureModule, precision: Precision, model_dir=None, features
             raise ValueError("int8 runs the bottleneck alone")
         float_module = dataclasses.replace(module, identity=float_identity(module, precision))
         return Int8Features(module_artifact(float_module, model_dir))
-    from .extract import compiled_features
+    from .graph import network_fn
 
-    fn = features or compiled_features(module)
+    fn = features or network_fn(module)
     devices = gpu_devices() if devices is None else devices
     if len(devices) > 1:
         log.info("Spreading each batch over %d devices: %s.", len(devices), ", ".join(devices))
