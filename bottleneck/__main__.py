@@ -4,7 +4,7 @@
 """
 import sys
 
-from .cli import beam_bottlenecks_main, prepare_model_main
+from .cli import beam_bottlenecks_main, exit_skipping_teardown, prepare_model_main
 
 COMMANDS = {"prepare-model": prepare_model_main, "beam-bottlenecks": beam_bottlenecks_main}
 
@@ -12,4 +12,4 @@ if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(f"usage: python -m bottleneck {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
         sys.exit(2)
-    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))
+    exit_skipping_teardown(COMMANDS[sys.argv[1]](sys.argv[2:]))

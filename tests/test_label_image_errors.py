@@ -244,10 +244,12 @@ def test_label_image_process_reports_bad_images_on_stderr_without_noise(trained,
     good = photo(tmp_path, "green one.jpg", "green", 11)
     bad = tmp_path / "bad.jpg"
     bad.write_text("no")
+    # stdout block-buffered, as a pipe is by default: the process skips Python's teardown only after flushing it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     result = subprocess.run(
         [sys.executable, "label_image.py", f"--graph={trained / 'graph.pb'}", f"--labels={trained / 'labels.txt'}",
          str(bad), str(good)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.returncode == 2
     # stderr holds the one error line: no traceback, no TensorFlow start-up chatter.

@@ -1,4 +1,5 @@
 """retrain.py -> frozen graph -> label_image.py, on the tiny module (fast)."""
+import os
 import re
 import subprocess
 import sys
@@ -103,8 +104,10 @@ def test_random_seed_makes_runs_identical(tmp_path, tiny_module, caplog):
     assert results[0][-1] != results[2][-1]  # and the seed does matter
 
 
-def _run_cli(*args):
-    return subprocess.run([sys.executable, "retrain.py", *args], cwd=ROOT, capture_output=True, text=True)
+def _run_cli(*args, buffered: bool = False):
+    """retrain.py in its own process; ``buffered``: its stdout block-buffered, as a pipe is by default."""
+    env = {k: v for k, v in os.environ.items() if not (buffered and k == "PYTHONUNBUFFERED")}
+    return subprocess.run([sys.executable, "retrain.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
 
 
 @pytest.mark.parametrize(
@@ -145,10 +148,12 @@ def test_output_is_clean_for_cron_and_quiet_is_quiet(tmp_path, tiny_module):
     assert "Bottlenecks: 30/30 (100%)" in loud.stderr and "Training: 50/50 (100%)" in loud.stderr
     for noise in ("cuda", "absl", "oneDNN", "cpu_feature_guard"):
         assert noise not in loud.stderr
-    quiet = _run_cli(*args, "--quiet")
+    quiet = _run_cli(*args, "--quiet", buffered=True)
     assert quiet.returncode == 0
     assert "INFO" not in quiet.stderr and "Training:" not in quiet.stderr
     assert quiet.stdout.startswith("Test accuracy: ")
+    # The process ends without Python's teardown, after flushing: the last line still reaches the pipe.
+    assert quiet.stdout.rstrip("\n").splitlines()[-1].startswith("Report: ")
 
 
 def test_tensorboard_gets_the_classic_scalars_histograms_and_settings(tmp_path, tiny_module, caplog, capsys):
