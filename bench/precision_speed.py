@@ -1,7 +1,7 @@
 """How fast does each --precision run the network, and does decoding keep up?  One process, ratios.
 
     .venv/bin/python bench/precision_speed.py [--image_dir ../shared/datasets/flower_photos_dev] \
-        [--model_dir DIR] [--images 256] [--retrain] [--json out.json]
+        [--model_dir DIR] [--images 256] [--json out.json]
 
 Measured in this one process, on the built-in Inception-v3 (classic pool_3), batch 32:
 
@@ -12,9 +12,9 @@ Measured in this one process, on the built-in Inception-v3 (classic pool_3), bat
 3. bottleneck creation (extract.compute_missing into a fresh cache, decoding
    included) at each precision, as a ratio of its own network rate and of float32's;
 4. label_image.py's path: the frozen graph that retrain.py exports, run at
-   float32 and bfloat16, to check that the bfloat16 rewrite reaches it;
-5. with --retrain: a cold retrain.py (--precision auto, fresh bottleneck cache)
-   on every image, against the time its network alone needs for those images.
+   float32 and bfloat16, to check that the bfloat16 rewrite reaches it.
+
+A whole cold retrain.py against its network alone is bench/cold_retrain.py.
 
 bfloat16 is forced for the figures of 1-4 (emulated on a processor without it).
 Everything is written into a temporary folder that is removed at the end.
@@ -65,7 +65,6 @@ def main():
     p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--model_dir", default=None)
     p.add_argument("--images", type=int, default=256, help="images for bottleneck creation at each precision")
-    p.add_argument("--retrain", action="store_true", help="also time a cold retrain.py on every image")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     logging.getLogger("retrain").setLevel(logging.WARNING)
@@ -191,29 +190,6 @@ def main():
         say(f"4. frozen graph (label_image.py): float32 {graph_rates['float32']:.1f}, bfloat16 "
             f"{graph_rates['bfloat16']:.1f} images/s ({graph_rates['bfloat16'] / graph_rates['float32']:.2f}x)")
 
-        # 5. a cold retrain.py
-        if args.retrain:
-            from bottleneck.cli import retrain_main
-
-            auto = choose("auto")
-            out = Path(tmp) / "retrain"
-            started, cpu = time.perf_counter(), time.process_time()
-            code = retrain_main([
-                f"--image_dir={args.image_dir}", f"--model_dir={model_dir}", f"--bottleneck_dir={out / 'b'}",
-                f"--output_graph={out / 'g.pb'}", f"--output_labels={out / 'l.txt'}",
-                f"--summaries_dir={out / 's'}", f"--checkpoint_path={out / 'c' / 'ckpt'}", "--quiet"])
-            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-            summary = json.loads((out / "g_report" / "summary.json").read_text())
-            forward = len(all_paths) / network[auto.name]
-            figures["retrain_cold"] = {"precision": auto.name, "exit": code, "images": len(all_paths),
-                                       "seconds": wall, "network_alone_seconds": forward,
-                                       "network_share": forward / wall, "cpu_seconds": cpu,
-                                       "network_alone_cpu_seconds": len(all_paths) * network_cpu[auto.name],
-                                       "network_share_by_cpu_time": len(all_paths) * network_cpu[auto.name] / cpu,
-                                       "timings_s": summary.get("timings_s")}
-            say(f"5. cold retrain.py ({auto.name}, {len(all_paths)} images): {wall:.1f} s; its network alone "
-                f"{forward:.1f} s = {forward / wall:.2f} of the run; by CPU time "
-                f"{len(all_paths) * network_cpu[auto.name] / cpu:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
