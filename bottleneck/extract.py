@@ -86,6 +86,7 @@ def compute_missing(
                 pending.append((job, pool.submit(decode, job)))
 
         refill()
+        stacked = None
         while pending:
             batch_jobs, batch_pixels, batch_skipped = [], [], 0
             while pending and len(batch_jobs) < batch_size:
@@ -99,7 +100,11 @@ def compute_missing(
                     batch_pixels.append(result)
                 refill()
             if batch_jobs:
-                outputs = features(np.stack(batch_pixels))
+                # One batch buffer for the whole run: stacking into memory already touched is cheaper, and while
+                # the network runs it is the only thing this thread does.
+                if stacked is None:
+                    stacked = np.empty((batch_size, *batch_pixels[0].shape), np.float32)
+                outputs = features(np.stack(batch_pixels, out=stacked[:len(batch_pixels)]))
                 outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
                 for store, output in zip(caches, outputs, strict=True):
                     # A TensorFlow tensor, or already NumPy (the int8 TFLite model).
