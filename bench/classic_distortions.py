@@ -24,7 +24,6 @@ The plain bottlenecks must be cached in --bottleneck_dir already (one
 retrain.py run on --image_dir with that --bottleneck_dir).
 """
 import argparse
-import json
 import logging
 import shutil
 import sqlite3
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
 
 from bottleneck.cache import DB_NAME, BottleneckCache
 from bottleneck.cli import build_parser, config_from_args
@@ -91,7 +90,7 @@ def main():
           f"test accuracy {c['test_accuracy'] * 100:.1f}%; its {config.training.steps} steps would take "
           f"{c['projected_full_run_h']:.1f} h")
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        write_result(args.json, figures)
 
 
 def classic_per_step(config, budget_s: float) -> dict:

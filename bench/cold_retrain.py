@@ -28,6 +28,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, machine, write_result  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, machine, rate_of, write_result  # bench/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 32
@@ -44,17 +45,9 @@ ROUNDS = 3
 
 
 def network_rate(run, batches) -> tuple[float, float]:
-    """The best images/s over ROUNDS rounds (after a warm-up batch), and the least CPU seconds per image."""
-    np.asarray(run(batches[0]))
-    best_rate, best_cpu = 0.0, np.inf
-    images = sum(len(b) for b in batches)
-    for _round in range(ROUNDS):
-        started, cpu = time.perf_counter(), time.process_time()
-        for batch in batches:
-            np.asarray(run(batch))
-        best_rate = max(best_rate, images / (time.perf_counter() - started))
-        best_cpu = min(best_cpu, (time.process_time() - cpu) / images)
-    return best_rate, best_cpu
+    """The best images/s over ROUNDS rounds, and the least CPU seconds per image."""
+    rounds = [rate_of(run, batches) for _round in range(ROUNDS)]
+    return max(rate for rate, _cpu in rounds), min(cpu for _rate, cpu in rounds)
 
 
 def children_cpu() -> float:
@@ -75,7 +68,7 @@ def cold_run(checkout: Path, image_dir: str, model_dir: Path, precision: str, sc
     if done.returncode != 0:
         sys.exit(f"retrain.py exited with {done.returncode}:\n{done.stderr[-3000:]}")
     summary = json.loads((out / "graph_report" / "summary.json").read_text())
-    subprocess.run(["rm", "-rf", str(out)], check=True)
+    shutil.rmtree(out)
     commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     return {"checkout": str(checkout), "commit": commit, "seconds": wall, "cpu_seconds": cpu,

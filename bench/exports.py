@@ -19,12 +19,12 @@ is written, except the --json file when asked.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import write_result  # bench/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     if args.json:
         for row in rows:
             del row["scores"]
-        Path(args.json).write_text(json.dumps({"test_images": len(paths), "rows": rows}, indent=2) + "\n")
+        write_result(args.json, {"test_images": len(paths), "rows": rows})
     return 0
 
 

@@ -1,9 +1,10 @@
-"""What every benchmark records beside its figures: the processor (model name and the flags that decide
-precision speed), and the result file itself."""
+"""What every benchmark shares: the record of the processor (model name and the flags that decide precision
+speed), the result file, and the timing of a function over batches."""
 import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 # The 1,000-photo development set beside the repository (not part of it): every benchmark's default data.
@@ -37,8 +38,24 @@ def machine() -> dict:
             "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
 
 
-def write_result(path, result: dict, indent: int = 2) -> None:
+def write_result(path, result: dict | list, indent: int = 2) -> None:
     """Write a benchmark's result as JSON, making its folder (bench/results/ by convention)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=indent) + "\n")
+
+
+def rate_of(fn, batches) -> tuple[float, float]:
+    """Images per second of ``fn`` over ``batches`` (after one warm-up batch), and CPU seconds per image.
+
+    The CPU time (all threads of this process) hardly depends on what else runs
+    on the machine, so its ratios stay meaningful when the wall clock does not.
+    """
+    import numpy as np
+
+    np.asarray(fn(batches[0]))
+    started, cpu = time.perf_counter(), time.process_time()
+    for batch in batches:
+        np.asarray(fn(batch))
+    images = sum(len(b) for b in batches)
+    return images / (time.perf_counter() - started), (time.process_time() - cpu) / images

@@ -14,15 +14,13 @@ forced whatever the processor (on one without native bfloat16 it is emulated,
 slowly, but gives the same numbers).
 """
 import argparse
-import json
 import logging
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, machine  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, machine, write_result  # bench/machine.py, beside this script
 
 from bottleneck.cache import BottleneckCache, Entry
 from bottleneck.extract import Job, compute_missing
@@ -96,10 +94,10 @@ def main():
     for row in rows:
         row["points_vs_float32"] = row["mean"] - base
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        write_result(args.json, {
             "command": " ".join(sys.argv), "machine": machine(), "python": platform.python_version(),
             "image_dir": args.image_dir, "images": len(paths), "seeds": args.seeds, "folds": FOLDS,
-            "training": "classic new layer: SGD 0.01, 4000 steps, batch 100", "rows": rows}, indent=2) + "\n")
+            "training": "classic new layer: SGD 0.01, 4000 steps, batch 100", "rows": rows})
 
 
 if __name__ == "__main__":

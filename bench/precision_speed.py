@@ -22,7 +22,6 @@ Everything is written into a temporary folder that is removed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -33,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, machine  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, machine, rate_of, write_result  # bench/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,20 +43,6 @@ PRECISIONS = ("float32", "bfloat16", "int8")
 
 def cosine(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
-def rate_of(fn, batches) -> tuple[float, float]:
-    """Images per second of ``fn`` over ``batches`` (after one warm-up batch), and CPU seconds per image.
-
-    The CPU time (all threads of this process) hardly depends on what else runs
-    on the machine, so its ratios stay meaningful when the wall clock does not.
-    """
-    np.asarray(fn(batches[0]))
-    started, cpu = time.perf_counter(), time.process_time()
-    for batch in batches:
-        np.asarray(fn(batch))
-    images = sum(len(b) for b in batches)
-    return images / (time.perf_counter() - started), (time.process_time() - cpu) / images
 
 
 def main():
@@ -191,8 +176,7 @@ def main():
             f"{graph_rates['bfloat16']:.1f} images/s ({graph_rates['bfloat16'] / graph_rates['float32']:.2f}x)")
 
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.json, result)
 
 
 if __name__ == "__main__":

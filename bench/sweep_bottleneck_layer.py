@@ -17,13 +17,11 @@ nothing when cached).  The new layer is then trained with
   is 1.1 points, so this is the steadier figure to choose a default on.
 """
 import argparse
-import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
 
 from bottleneck.cache import BottleneckCache, Entry
 from bottleneck.extract import Job, compute_missing
@@ -99,8 +97,7 @@ def main():
         print(f"{top:10} {module.bottleneck_size:5d} {np.mean(val):6.1f} {np.mean(test):7.1f} {cv:13.1f} "
               f"{seconds:13.1f}" + (f" ({len(jobs)} images)" if jobs else ""), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"image_dir": args.image_dir, "seeds": args.seeds, "folds": FOLDS,
-                                               "rows": rows}, indent=2) + "\n")
+        write_result(args.json, {"image_dir": args.image_dir, "seeds": args.seeds, "folds": FOLDS, "rows": rows})
 
 
 if __name__ == "__main__":

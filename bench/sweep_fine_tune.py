@@ -14,13 +14,11 @@ is --preset best's mixed_9 unless given (bench/results/fine-tune-mixed_10-*.json
 was measured with --bottleneck_layer mixed_10).
 """
 import argparse
-import json
 import logging
 import tempfile
 import time
-from pathlib import Path
 
-from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
 
 from bottleneck.cli import build_parser, config_from_args
 from bottleneck.inception_v3 import TOP_BLOCKS, default_model_dir
@@ -81,7 +79,7 @@ def main():
         print(f"{name:46} {before:>10} {row['validation_after'] * 100:9.1f} {str(row['kept']):>5} "
               f"{row['test'] * 100:6.1f} {row['fine_tune_s']:11.0f}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_result(args.json, rows)
 
 
 if __name__ == "__main__":
