@@ -22,6 +22,7 @@ import numpy as np
 from . import inception_v3
 from .digest import folder_digest
 from .errors import UserError
+from .quiet import keras_registrations
 
 BUILTIN_MODULE = "inception_v3"  # the --tfhub_module value of the network this tool ships
 
@@ -85,6 +86,7 @@ def _builtin(model_dir, log, top_block: str) -> FeatureModule:
 def _saved_model(path: Path) -> FeatureModule:
     import tensorflow as tf
 
+    keras_registrations()
     if not (path / "saved_model.pb").is_file():
         raise UserError(f"'{path}' is a folder but not a SavedModel (no saved_model.pb in it).")
     try:
@@ -101,6 +103,7 @@ def _hub(handle: str) -> FeatureModule:
     except ImportError:
         raise UserError(
             "Loading TF-Hub modules needs the tensorflow-hub package (pip install tensorflow-hub).") from None
+    keras_registrations()
     try:
         loaded = hub.load(handle)
     except Exception as exc:  # no network, unknown handle, unsupported format...

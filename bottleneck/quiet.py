@@ -1,4 +1,4 @@
-"""Keep TensorFlow's and TFLite's native chatter off the user's terminal.
+"""Import TensorFlow quickly, and keep its and TFLite's native chatter off the user's terminal.
 
 Native code writes straight to file descriptor 2, past Python's logging, so
 the only way to hold it back is to park that descriptor while it talks.
@@ -6,6 +6,7 @@ the only way to hold it back is to park that descriptor while it talks.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ def quiet_tensorflow(verbosity: str = "INFO") -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_LOG_LEVEL.get(verbosity, "2"))
     if "tensorflow" in sys.modules:
         return
-    with parked_stderr(replay=verbosity == "DEBUG"):
+    with parked_stderr(replay=verbosity == "DEBUG"), without_eager_keras():
         import tensorflow as tf
 
         tf.get_logger().setLevel(logging.DEBUG if verbosity == "DEBUG" else logging.ERROR)
@@ -35,6 +36,39 @@ def quiet_tensorflow(verbosity: str = "INFO") -> None:
         log.info("Using GPU: %s", ", ".join(gpu.name for gpu in gpus))
     else:
         log.debug("TensorFlow %s; no GPU found, using the CPU.", tf.__version__)
+
+
+# TensorFlow's __init__ imports Keras' optimizers eagerly, a third of its own import time, only so that Keras
+# classes are registered before a Keras-saved SavedModel is loaded.  It guards that import with
+# `except ImportError`, so a module marked absent in sys.modules is skipped.  The built-in network never needs
+# Keras; fine-tuning's tf.keras and TF-Hub import it normally on first use, because the mark is removed at once.
+_EAGER_KERAS_IMPORTS = ("keras.src.optimizers", "tf_keras.src.optimizers")
+
+
+@contextlib.contextmanager
+def without_eager_keras():
+    """While TensorFlow is imported inside this block, it skips its eager import of Keras' optimizers."""
+    marked = [name for name in _EAGER_KERAS_IMPORTS if name not in sys.modules]
+    for name in marked:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in marked:
+            if sys.modules.get(name, "") is None:
+                del sys.modules[name]
+
+
+def keras_registrations() -> None:
+    """What TensorFlow's import would have done eagerly: Keras' classes registered for SavedModel loading.
+
+    Called before loading a SavedModel that may have been saved by Keras (a
+    TF-Hub module or the user's own), so it loads exactly as TensorFlow
+    imported the usual way would load it.
+    """
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")
+    with contextlib.suppress(ImportError, AttributeError):  # TensorFlow's own guard; a missing Keras is fine
+        importlib.import_module(_EAGER_KERAS_IMPORTS[1] if legacy else _EAGER_KERAS_IMPORTS[0])
 
 
 @contextlib.contextmanager
