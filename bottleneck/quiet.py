@@ -6,6 +6,7 @@ the only way to hold it back is to park that descriptor while it talks.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -26,7 +27,7 @@ def quiet_tensorflow(verbosity: str = "INFO") -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_LOG_LEVEL.get(verbosity, "2"))
     if "tensorflow" in sys.modules:
         return
-    with parked_stderr(replay=verbosity == "DEBUG"), without_eager_keras():
+    with parked_stderr(replay=verbosity == "DEBUG"), without_eager_keras(), long_lived_objects():
         import tensorflow as tf
 
         tf.get_logger().setLevel(logging.DEBUG if verbosity == "DEBUG" else logging.ERROR)
@@ -43,6 +44,27 @@ def quiet_tensorflow(verbosity: str = "INFO") -> None:
 # `except ImportError`, so a module marked absent in sys.modules is skipped.  The built-in network never needs
 # Keras; fine-tuning's tf.keras and TF-Hub import it normally on first use, because the mark is removed at once.
 _EAGER_KERAS_IMPORTS = ("keras.src.optimizers", "tf_keras.src.optimizers")
+
+
+@contextlib.contextmanager
+def long_lived_objects():
+    """Make objects that live as long as the process, such as a large library's modules, cheap for the collector.
+
+    TensorFlow's import makes a few hundred thousand objects and hardly any
+    garbage, yet Python's cyclic collector would walk them all several times
+    while they are made, and again in every later full collection, which
+    stops the thread that feeds the network.  So collection waits until the
+    block ends, and then ``gc.freeze`` moves everything made so far out of the
+    collector's sight for good.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
