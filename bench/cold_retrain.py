@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, machine, rate_of, write_result  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, commit_of, machine, rate_of, write_result  # bench/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 32
@@ -134,9 +134,7 @@ def cold_run(checkout: Path, image_dir: str, model_dir: Path, precision: str, sc
         sys.exit(f"retrain.py exited with {done.returncode}:\n{done.stderr[-3000:]}")
     summary = json.loads((out / "graph_report" / "summary.json").read_text())
     shutil.rmtree(out)
-    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    return {"checkout": str(checkout), "commit": commit, "seconds": wall, "cpu_seconds": cpu,
+    return {"checkout": str(checkout), "commit": commit_of(checkout), "seconds": wall, "cpu_seconds": cpu,
             "timings_s": summary.get("timings_s")}
 
 

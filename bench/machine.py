@@ -1,5 +1,5 @@
 """What every benchmark shares: the record of the processor (model name and the flags that decide precision
-speed), the result file, and the timing of a function over batches."""
+speed) and of the commit measured, the result file, and the timing of a function over batches."""
 import json
 import os
 import platform
@@ -36,6 +36,12 @@ def machine() -> dict:
             "tensorflow": tf_version, "gpus": gpus,
             # Other work on the same cores slows every figure: the load when the measurement began says how much.
             "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
+
+
+def commit_of(checkout) -> str:
+    """The short commit that a checkout (a folder of this repository or a worktree of it) has checked out."""
+    return subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
 
 
 def write_result(path, result: dict | list, indent: int = 2) -> None:

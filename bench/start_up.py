@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, machine, write_result  # bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, commit_of, machine, write_result  # bench/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "flower_photos"
@@ -79,8 +79,7 @@ def main():
                 print(f"run {i + 1} of {checkout}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in row.items()),
                       flush=True)
 
-    commits = {str(c): subprocess.run(["git", "-C", str(c), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                      text=True).stdout.strip() for c in checkouts}
+    commits = {str(c): commit_of(c) for c in checkouts}
     medians = {c: {k: float(np.median(v)) for k, v in row.items()} for c, row in times.items()}
     for c, row in medians.items():
         print(f"{c} ({commits[c]}): medians " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items()))
