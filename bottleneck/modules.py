@@ -86,9 +86,9 @@ def _builtin(model_dir, log, top_block: str) -> FeatureModule:
 def _saved_model(path: Path) -> FeatureModule:
     import tensorflow as tf
 
-    keras_registrations()
     if not (path / "saved_model.pb").is_file():
         raise UserError(f"'{path}' is a folder but not a SavedModel (no saved_model.pb in it).")
+    keras_registrations()
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TensorFlow raises many types for a broken model

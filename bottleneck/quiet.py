@@ -39,13 +39,6 @@ def quiet_tensorflow(verbosity: str = "INFO") -> None:
         log.debug("TensorFlow %s; no GPU found, using the CPU.", tf.__version__)
 
 
-# TensorFlow's __init__ imports Keras' optimizers eagerly, a third of its own import time, only so that Keras
-# classes are registered before a Keras-saved SavedModel is loaded.  It guards that import with
-# `except ImportError`, so a module marked absent in sys.modules is skipped.  The built-in network never needs
-# Keras; fine-tuning's tf.keras and TF-Hub import it normally on first use, because the mark is removed at once.
-_EAGER_KERAS_IMPORTS = ("keras.src.optimizers", "tf_keras.src.optimizers")
-
-
 @contextlib.contextmanager
 def long_lived_objects():
     """Make objects that live as long as the process, such as a large library's modules, cheap for the collector.
@@ -65,6 +58,13 @@ def long_lived_objects():
         gc.freeze()
         if was_enabled:
             gc.enable()
+
+
+# TensorFlow's __init__ imports Keras' optimizers eagerly, a third of its own import time, only so that Keras
+# classes are registered before a Keras-saved SavedModel is loaded.  It guards that import with
+# `except ImportError`, so a module marked absent in sys.modules is skipped.  The built-in network never needs
+# Keras; fine-tuning's tf.keras and TF-Hub import it normally on first use, because the mark is removed at once.
+_EAGER_KERAS_IMPORTS = ("keras.src.optimizers", "tf_keras.src.optimizers")
 
 
 @contextlib.contextmanager
