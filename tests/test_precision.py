@@ -139,6 +139,23 @@ def test_int8_vectors_follow_the_float_network(tmp_path, tiny_module):
     assert cosine.min() >= 0.97
 
 
+def test_int8_interpreters_sharing_a_batch_keep_every_image_in_its_row(tmp_path, tiny_module):
+    """Whichever interpreter takes an image, its vector lands in that image's row, in any batch size."""
+    from bottleneck import int8
+    from bottleneck.images import load_for_model
+    from bottleneck.modules import load_module
+
+    module = load_module(str(tiny_module), tmp_path)
+    artifact = int8.module_artifact(module, tmp_path)
+    alone = int8.Int8Features(artifact, workers=1)
+    shared = int8.Int8Features(artifact, workers=3)
+    batch = np.stack([load_for_model(p, module.height, module.width) for p in int8.calibration_paths()[:7]])
+    expected = np.stack([alone(batch[i:i + 1])[0] for i in range(len(batch))])
+    assert len({row.tobytes() for row in expected}) == len(batch)  # the images give different vectors
+    for size in (1, 2, 7):
+        np.testing.assert_array_equal(shared(batch[:size]), expected[:size])
+
+
 # ---------------------------------------------------------------- label_image.py
 
 
