@@ -44,7 +44,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, commit_of, machine, rate_of, write_result  # bench/machine.py, beside this script
+
+# bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, commit_of, machine, rate_of, scratch_outputs, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 32
@@ -123,9 +125,7 @@ def children_cpu() -> float:
 def cold_run(checkout: Path, image_dir: str, model_dir: Path, precision: str, scratch: Path) -> dict:
     out = scratch / "run"
     command = [sys.executable, str(checkout / "retrain.py"), f"--image_dir={image_dir}", f"--model_dir={model_dir}",
-               f"--precision={precision}", f"--bottleneck_dir={out / 'bottlenecks'}",
-               f"--output_graph={out / 'graph.pb'}", f"--output_labels={out / 'labels.txt'}",
-               f"--summaries_dir={out / 'summaries'}", f"--checkpoint_path={out / 'checkpoint' / 'ckpt'}", "--quiet"]
+               f"--precision={precision}", *scratch_outputs(out)]
     cpu = children_cpu()
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)

@@ -38,6 +38,17 @@ def machine() -> dict:
             "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
 
 
+def scratch_outputs(folder) -> list[str]:
+    """retrain.py flags that keep all of a run's outputs (cache, graph, labels, logs, report) in ``folder``, quietly.
+
+    The report lands in ``folder/graph_report``, beside the graph.
+    """
+    folder = Path(folder)
+    return [f"--bottleneck_dir={folder / 'bottlenecks'}", f"--output_graph={folder / 'graph.pb'}",
+            f"--output_labels={folder / 'labels.txt'}", f"--summaries_dir={folder / 'summaries'}",
+            f"--checkpoint_path={folder / 'checkpoint' / 'ckpt'}", "--quiet"]
+
+
 def commit_of(checkout) -> str:
     """The short commit that a checkout (a folder of this repository or a worktree of it) has checked out."""
     return subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,

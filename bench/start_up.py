@@ -27,17 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, commit_of, machine, write_result  # bench/machine.py, beside this script
+
+# bench/machine.py, beside this script
+from machine import DEFAULT_IMAGE_DIR, commit_of, machine, scratch_outputs, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "flower_photos"
 ONE_PHOTO = sorted((REPO / "examples" / "held_out").iterdir())[0]
-
-
-def outputs(folder: Path) -> list[str]:
-    return [f"--bottleneck_dir={folder / 'bottlenecks'}", f"--output_graph={folder / 'graph.pb'}",
-            f"--output_labels={folder / 'labels.txt'}", f"--summaries_dir={folder / 'summaries'}",
-            f"--checkpoint_path={folder / 'checkpoint' / 'ckpt'}", "--quiet"]
 
 
 def timed(command: list[str]) -> float:
@@ -63,16 +59,16 @@ def main():
         warm = {c: Path(scratch) / f"warm-{i}" for i, c in enumerate(checkouts)}
         for checkout in checkouts:  # fill each checkout's cache once, untimed
             timed([sys.executable, str(checkout / "retrain.py"), f"--image_dir={args.image_dir}",
-                   *outputs(warm[checkout])])
+                   *scratch_outputs(warm[checkout])])
         for i in range(args.runs):
             for checkout in checkouts:
                 cold = Path(scratch) / "cold"
                 shutil.rmtree(cold, ignore_errors=True)
                 row = times[str(checkout)]
                 row["cold-sample"].append(timed([sys.executable, str(checkout / "retrain.py"),
-                                                 f"--image_dir={SAMPLE}", *outputs(cold)]))
+                                                 f"--image_dir={SAMPLE}", *scratch_outputs(cold)]))
                 row["warm-rerun"].append(timed([sys.executable, str(checkout / "retrain.py"),
-                                                f"--image_dir={args.image_dir}", *outputs(warm[checkout])]))
+                                                f"--image_dir={args.image_dir}", *scratch_outputs(warm[checkout])]))
                 row["label-one"].append(timed([sys.executable, str(checkout / "label_image.py"),
                                                f"--graph={warm[checkout] / 'graph.pb'}",
                                                f"--labels={warm[checkout] / 'labels.txt'}", f"--image={ONE_PHOTO}"]))
