@@ -5,7 +5,7 @@
 Each run starts from an empty cache and computes every image's bottleneck with the
 built-in Inception-v3 (float32), including hashing the files:
   tool: cache.digests + extract.compute_missing (what retrain.py does);
-  beam: bottleneck.beam_bottlenecks.create_bottlenecks on the DirectRunner defaults
+  beam: bottleneck.scale_out.beam_bottlenecks.create_bottlenecks on the DirectRunner defaults
         (start-up, listing, hashing, decoding, RunInference, Parquet shards), with the
         feature extractor already exported (a one-off per module, timed apart).
 Wall time on a shared machine swings with other jobs, so each run's CPU time (all threads of this
@@ -39,14 +39,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="Also write the figures to this file.")
     args = p.parse_args(argv)
 
-    from bottleneck.beam_bottlenecks import create_bottlenecks, stage_model
-    from bottleneck.cache import BottleneckCache, Entry
-    from bottleneck.extract import Job, compute_missing
-    from bottleneck.inception_v3 import default_model_dir
-    from bottleneck.modules import load_module
-    from bottleneck.quiet import quiet_tensorflow
-    from bottleneck.shards import import_shards
-    from bottleneck.walk import list_images
+    from bottleneck.cache.shards import import_shards
+    from bottleneck.cache.store import BottleneckCache, Entry
+    from bottleneck.data.walk import list_images
+    from bottleneck.extraction.batches import Job, compute_missing
+    from bottleneck.model.inception_v3 import default_model_dir
+    from bottleneck.model.modules import load_module
+    from bottleneck.model.tf_import import quiet_tensorflow
+    from bottleneck.scale_out.beam_bottlenecks import create_bottlenecks, stage_model
 
     quiet_tensorflow("WARN")
     module = load_module("inception_v3", Path(args.model_dir) if args.model_dir else default_model_dir(),

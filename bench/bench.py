@@ -173,10 +173,10 @@ def vm_status(key: str) -> float:
 def bench_extraction(b: Bench, module, classes) -> None:
     import tensorflow as tf
 
-    from bottleneck.cache import BottleneckCache, Entry
-    from bottleneck.extract import Job, compute_missing
-    from bottleneck.graph import network_fn
-    from bottleneck.images import load_for_model
+    from bottleneck.cache.store import BottleneckCache, Entry
+    from bottleneck.data.images import load_for_model
+    from bottleneck.export.classifier import network_fn
+    from bottleneck.extraction.batches import Job, compute_missing
 
     s, bs = b.sizes, b.args.batch_size
     picked = spread(classes, s.extract_images)
@@ -330,7 +330,7 @@ def bench_retrain(b: Bench, classes) -> None:
 
 
 def bench_training_speed(b: Bench) -> None:
-    from bottleneck.train import SplitData, TrainSettings, train_layer
+    from bottleneck.training.layer import SplitData, TrainSettings, train_layer
 
     s = b.sizes
     classes = 5
@@ -352,7 +352,7 @@ def bench_training_speed(b: Bench) -> None:
 
 def write_synthetic_cache(directory: Path, count: int, classes: int = 5) -> tuple[float, int]:
     """count random vectors stored through BottleneckCache.put, in transactions of 2,000."""
-    from bottleneck.cache import BottleneckCache, Entry
+    from bottleneck.cache.store import BottleneckCache, Entry
 
     rng = np.random.default_rng(count)
     cache = BottleneckCache(directory, "bench-synthetic", DIM, log=say)
@@ -370,14 +370,14 @@ def write_synthetic_cache(directory: Path, count: int, classes: int = 5) -> tupl
 
 def memory_child(directory: str, count: int, steps: int) -> None:
     """Child process: load the cached vectors exactly as sets.load_sets does, train, print memory as JSON."""
-    from bottleneck.quiet import quiet_tensorflow
+    from bottleneck.model.tf_import import quiet_tensorflow
 
     quiet_tensorflow("WARN")
-    from bottleneck.cache import BottleneckCache
-    from bottleneck.sets import FLOAT16_ABOVE_BYTES, load_sets
-    from bottleneck.split import ClassSplit
-    from bottleneck.train import TrainSettings, predict, train_layer
-    from bottleneck.walk import ImageFile
+    from bottleneck.cache.sets import FLOAT16_ABOVE_BYTES, load_sets
+    from bottleneck.cache.store import BottleneckCache
+    from bottleneck.data.split import ClassSplit
+    from bottleneck.data.walk import ImageFile
+    from bottleneck.training.layer import TrainSettings, predict, train_layer
 
     classes = 5
     after_import = vm_status("VmRSS")
@@ -448,7 +448,7 @@ def bench_memory(b: Bench) -> None:
 
 
 def bench_label_image(b: Bench) -> None:
-    from bottleneck.classify import expand_inputs
+    from bottleneck.label_image.engine import expand_inputs
 
     s = b.sizes
     if b.graph is None or not b.graph.is_file():
@@ -484,7 +484,7 @@ def bench_label_image(b: Bench) -> None:
 
 
 def _listing(image_dir: Path):
-    from bottleneck.walk import list_images
+    from bottleneck.data.walk import list_images
 
     return list_images(image_dir)
 
@@ -523,7 +523,7 @@ def main(argv=None) -> int:
         memory_child(directory, int(count), int(steps))
         return 0
 
-    from bottleneck import inception_v3
+    from bottleneck.model import inception_v3
 
     if args.model_dir is None:
         args.model_dir = str(inception_v3.default_model_dir())
@@ -537,12 +537,12 @@ def main(argv=None) -> int:
         return 2
 
     started = time.perf_counter()
-    from bottleneck.quiet import quiet_tensorflow
+    from bottleneck.model.tf_import import quiet_tensorflow
 
     quiet_tensorflow("WARN")
     machine = machine_info()
     sizes = QUICK if args.quick else FULL
-    from bottleneck.modules import load_module
+    from bottleneck.model.modules import load_module
 
     classes = _listing(image_dir).classes
     module = load_module("inception_v3", args.model_dir, log=say)

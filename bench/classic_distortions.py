@@ -34,17 +34,17 @@ from pathlib import Path
 import numpy as np
 from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
 
-from bottleneck.cache import DB_NAME, BottleneckCache
-from bottleneck.cli import build_parser, config_from_args
-from bottleneck.graph import network_fn
-from bottleneck.images import load_rgb_array
-from bottleneck.inception_v3 import default_model_dir
-from bottleneck.modules import load_module
+from bottleneck.cache.sets import load_sets
+from bottleneck.cache.store import DB_NAME, BottleneckCache
+from bottleneck.cli.retrain import build_parser, config_from_args
+from bottleneck.data.images import load_rgb_array
+from bottleneck.data.split import split_class
+from bottleneck.data.walk import list_images
+from bottleneck.export.classifier import network_fn
+from bottleneck.model.inception_v3 import default_model_dir
+from bottleneck.model.modules import load_module
 from bottleneck.pipeline import retrain
-from bottleneck.sets import load_sets
-from bottleneck.split import split_class
-from bottleneck.train import balanced_sampler
-from bottleneck.walk import list_images
+from bottleneck.training.layer import balanced_sampler
 
 DISTORTION_FLAGS = ["--flip_left_right", "--random_crop", "10", "--random_scale", "10", "--random_brightness", "10"]
 

@@ -62,7 +62,7 @@ def network_rate(run, batches) -> tuple[float, float]:
 
 def sustained_rate(run, paths, height: int, width: int) -> float:
     """Images/s of the network over every one of ``paths``, batch by batch, with only its calls timed."""
-    from bottleneck.images import load_for_model
+    from bottleneck.data.images import load_for_model
 
     seconds = 0.0
     for start in range(0, len(paths), BATCH):
@@ -79,13 +79,13 @@ FLOOR = """
 import time
 started = time.perf_counter()
 import json, os, sys
-from bottleneck.quiet import quiet_tensorflow
+from bottleneck.model.tf_import import quiet_tensorflow
 quiet_tensorflow("WARN")
 imported = time.perf_counter()
 import numpy as np
-from bottleneck.modules import BUILTIN_MODULE, load_module
-from bottleneck.network import runner, with_precision
-from bottleneck.precision import choose
+from bottleneck.model.modules import BUILTIN_MODULE, load_module
+from bottleneck.model.runner import runner, with_precision
+from bottleneck.model.precision import choose
 model_dir, name = sys.argv[1], sys.argv[2]
 precision = choose(name)
 module = with_precision(load_module(BUILTIN_MODULE, model_dir), precision)
@@ -148,13 +148,13 @@ def main():
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from bottleneck.digest import file_digest
-    from bottleneck.images import load_for_model
-    from bottleneck.inception_v3 import default_model_dir, ensure_weights
-    from bottleneck.modules import BUILTIN_MODULE, load_module
-    from bottleneck.network import runner, with_precision
-    from bottleneck.precision import choose
-    from bottleneck.walk import list_images
+    from bottleneck.data.digest import file_digest
+    from bottleneck.data.images import load_for_model
+    from bottleneck.data.walk import list_images
+    from bottleneck.model.inception_v3 import default_model_dir, ensure_weights
+    from bottleneck.model.modules import BUILTIN_MODULE, load_module
+    from bottleneck.model.precision import choose
+    from bottleneck.model.runner import runner, with_precision
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     ensure_weights(model_dir)  # the runs are cold in their caches, not in the download

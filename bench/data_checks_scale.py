@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck import data_checks
-from bottleneck.cache import BottleneckCache
-from bottleneck.inception_v3 import CLASSIC_TOP_BLOCK, default_model_dir
-from bottleneck.modules import load_module
-from bottleneck.sets import load_sets
-from bottleneck.split import split_classes
-from bottleneck.walk import list_images
+from bottleneck.cache.sets import load_sets
+from bottleneck.cache.store import BottleneckCache
+from bottleneck.data.split import split_classes
+from bottleneck.data.walk import list_images
+from bottleneck.data_checks import checks as data_checks
+from bottleneck.model.inception_v3 import CLASSIC_TOP_BLOCK, default_model_dir
+from bottleneck.model.modules import load_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, write_result  # bench/machine.py, beside this script

@@ -6,7 +6,7 @@
         --image_dir PHOTOS [--json bench/results/exports-<data>.json]
 
 The test set is the one retrain.py held out with its default 10/10 percentages:
-every image that bottleneck.split puts in "testing" (split_class, i.e. which_set
+every image that bottleneck.data.split puts in "testing" (split_class, i.e. which_set
 plus the small-class rules).  Each model classifies it the way its users would:
 - the frozen graph and every .tflite model through label_image.py's engine
   (classify.classify_paths: PIL decoding, legacy bilinear resize);
@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_set(image_dir, validation_percentage: float, testing_percentage: float):
     """[(path, label index)] of the held-out test images, and the labels."""
-    from bottleneck.split import split_class
-    from bottleneck.walk import list_images
+    from bottleneck.data.split import split_class
+    from bottleneck.data.walk import list_images
 
     listing = list_images(image_dir)
     labels = [c.label for c in listing.classes]
@@ -49,7 +49,7 @@ def size_of(path: Path) -> int:
 
 def scores_by_engine(classifier, labels, paths, batch_size) -> np.ndarray:
     """[N, C] scores through label_image.py's engine, in label order."""
-    from bottleneck.classify import classify_paths
+    from bottleneck.label_image.engine import classify_paths
 
     index = {label: i for i, label in enumerate(labels)}
     rows = []
@@ -90,11 +90,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="Also write the figures to this JSON file.")
     args = p.parse_args(argv)
 
-    from bottleneck.quiet import quiet_tensorflow
+    from bottleneck.model.tf_import import quiet_tensorflow
 
     quiet_tensorflow("WARN")
-    from bottleneck.classify import load_graph, read_labels
-    from bottleneck.tflite import load_tflite
+    from bottleneck.export.tflite import load_tflite
+    from bottleneck.label_image.engine import load_graph, read_labels
 
     items, folder_labels = test_set(args.image_dir, args.validation_percentage, args.testing_percentage)
     labels = read_labels(args.labels)

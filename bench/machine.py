@@ -14,7 +14,7 @@ RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx
 
 
 def machine() -> dict:
-    from bottleneck.precision import cpu_flags
+    from bottleneck.model.precision import cpu_flags
 
     model = platform.processor() or platform.machine()
     try:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bottleneck import data_checks
-from bottleneck.images import load_for_model
+from bottleneck.data.images import load_for_model
+from bottleneck.data_checks import checks as data_checks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_checks_scale import real_bottlenecks  # noqa: E402  (the sibling bench script)
@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--photos", type=int, default=40)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    from bottleneck.inception_v3 import CLASSIC_TOP_BLOCK, default_model_dir
-    from bottleneck.modules import load_module
+    from bottleneck.model.inception_v3 import CLASSIC_TOP_BLOCK, default_model_dir
+    from bottleneck.model.modules import load_module
 
     images, _labels = real_bottlenecks(args.image_dir, args.bottleneck_dir)
     unique = {}

@@ -54,16 +54,16 @@ def main():
     args = p.parse_args()
     logging.getLogger("retrain").setLevel(logging.WARNING)
 
-    from bottleneck.cache import BottleneckCache, Entry
-    from bottleneck.classify import load_graph
-    from bottleneck.export import write_frozen_graph
-    from bottleneck.extract import Job, compute_missing
-    from bottleneck.images import load_for_model
-    from bottleneck.inception_v3 import default_model_dir
-    from bottleneck.modules import BUILTIN_MODULE, load_module
-    from bottleneck.network import graph_runner, runner, with_precision
-    from bottleneck.precision import choose
-    from bottleneck.walk import list_images
+    from bottleneck.cache.store import BottleneckCache, Entry
+    from bottleneck.data.images import load_for_model
+    from bottleneck.data.walk import list_images
+    from bottleneck.export.outputs import write_frozen_graph
+    from bottleneck.extraction.batches import Job, compute_missing
+    from bottleneck.label_image.engine import load_graph
+    from bottleneck.model.inception_v3 import default_model_dir
+    from bottleneck.model.modules import BUILTIN_MODULE, load_module
+    from bottleneck.model.precision import choose
+    from bottleneck.model.runner import graph_runner, runner, with_precision
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     listing = list_images(args.image_dir)

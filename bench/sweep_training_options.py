@@ -13,13 +13,13 @@ import logging
 import numpy as np
 from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
 
-from bottleneck import inception_v3
-from bottleneck.cache import BottleneckCache
-from bottleneck.modules import PREPROCESSING
-from bottleneck.sets import load_sets
-from bottleneck.split import split_class
-from bottleneck.train import TrainSettings, predict, train_layer
-from bottleneck.walk import list_images
+from bottleneck.cache.sets import load_sets
+from bottleneck.cache.store import BottleneckCache
+from bottleneck.data.split import split_class
+from bottleneck.data.walk import list_images
+from bottleneck.model import inception_v3
+from bottleneck.model.modules import PREPROCESSING
+from bottleneck.training.layer import TrainSettings, predict, train_layer
 
 
 def main():

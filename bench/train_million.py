@@ -32,7 +32,7 @@ def digest(i: int) -> str:
 def build_cache(directory: Path, vectors: int) -> float:
     import numpy as np
 
-    from bottleneck.cache import BottleneckCache, Entry
+    from bottleneck.cache.store import BottleneckCache, Entry
 
     cache = BottleneckCache(directory, MODULE, DIM)
     if len(cache.stored_digests()) == vectors:
@@ -56,12 +56,11 @@ def child(directory: str, vectors: int, in_memory: bool) -> None:
     """
     import numpy as np
 
-    from bottleneck import sets
-    from bottleneck.cache import BottleneckCache
-    from bottleneck.sets import load_sets
-    from bottleneck.split import ClassSplit
-    from bottleneck.train import TrainSettings, predict, train_layer
-    from bottleneck.walk import ImageFile
+    from bottleneck.cache.sets import load_sets
+    from bottleneck.cache.store import BottleneckCache, sets
+    from bottleneck.data.split import ClassSplit
+    from bottleneck.data.walk import ImageFile
+    from bottleneck.training.layer import TrainSettings, predict, train_layer
 
     if in_memory:
         sets.IN_MEMORY_BYTES = float("inf")

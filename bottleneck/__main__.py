@@ -4,7 +4,7 @@
 """
 import sys
 
-from .cli import beam_bottlenecks_main, exit_skipping_teardown, prepare_model_main
+from .cli.retrain import beam_bottlenecks_main, exit_skipping_teardown, prepare_model_main
 
 COMMANDS = {"prepare-model": prepare_model_main, "beam-bottlenecks": beam_bottlenecks_main}
 

@@ -10,24 +10,26 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import bottlenecks, calibration, data_checks, fine_tune
-from .cache import BottleneckCache
+from .cache.sets import load_sets
+from .cache.store import BottleneckCache
+from .config.settings import ExportSettings, RetrainConfig
+from .console.notes import bounded
+from .console.progress import Progress
+from .data.split import SETS, split_classes
+from .data.walk import ImageClass, list_images
+from .data_checks import checks as data_checks
 from .errors import UserError
-from .evaluate import check_accuracy_gate, final_test, pick_test_images
-from .export import check_final_tensor_name, export_all, intermediate_saver
-from .modules import load_module
-from .network import with_precision
-from .notes import bounded
-from .precision import network_precision
-from .progress import Progress
-from .report import ReportData, write_report
-from .report_html import PageData, Predictions
-from .sets import load_sets
-from .settings import ExportSettings, RetrainConfig
-from .split import SETS, split_classes
-from .tensorboard import Summaries
-from .train import train_layer
-from .walk import ImageClass, list_images
+from .export.outputs import check_final_tensor_name, export_all, intermediate_saver
+from .extraction import bottlenecks
+from .model.modules import load_module
+from .model.precision import network_precision
+from .model.runner import with_precision
+from .report.page import PageData, Predictions
+from .report.summary import ReportData, write_report
+from .training import calibration, fine_tune
+from .training.evaluate import check_accuracy_gate, final_test, pick_test_images
+from .training.layer import train_layer
+from .training.tensorboard import Summaries
 
 log = logging.getLogger("retrain")
 

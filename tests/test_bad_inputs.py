@@ -26,9 +26,9 @@ from conftest import run_retrain as run
 from PIL import Image
 
 import bottleneck.pipeline as pipeline
-from bottleneck.cli import retrain_main
-from bottleneck.split import SETS, split_class
-from bottleneck.walk import ImageClass, ImageFile, label_for_folder, list_images
+from bottleneck.cli.retrain import retrain_main
+from bottleneck.data.split import SETS, split_class
+from bottleneck.data.walk import ImageClass, ImageFile, label_for_folder, list_images
 
 STEPS = 10
 

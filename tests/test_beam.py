@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from conftest import ROOT, make_dataset, retrain_args
 
-from bottleneck import beam_bottlenecks
-from bottleneck.cache import BottleneckCache, Entry
-from bottleneck.cli import beam_bottlenecks_main, label_image_main, retrain_main
-from bottleneck.digest import file_digest
-from bottleneck.extract import Job, compute_missing
-from bottleneck.images import BadImage, load_for_model
-from bottleneck.modules import load_module
-from bottleneck.shards import import_shards
+from bottleneck.cache.shards import import_shards
+from bottleneck.cache.store import BottleneckCache, Entry
+from bottleneck.cli.retrain import beam_bottlenecks_main, label_image_main, retrain_main
+from bottleneck.data.digest import file_digest
+from bottleneck.data.images import BadImage, load_for_model
+from bottleneck.extraction.batches import Job, compute_missing
+from bottleneck.model.modules import load_module
+from bottleneck.scale_out import beam_bottlenecks
 
 BAD_FILES = {"red/notes.jpg": b"just some text, not a picture\n", "blue/cut.jpg": None}
 
@@ -188,7 +188,7 @@ def assert_same_rows(local, pipeline):
 @pytest.mark.parametrize("cwd", [ROOT, ROOT / "tests"])
 def test_pandas_imports_beside_our_bottleneck_package_without_a_word(cwd):
     """pandas has an optional accelerator also named bottleneck; with our package on sys.path it must pass over it."""
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import bottleneck.cli; import pandas; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import bottleneck.cli.retrain; import pandas; "
             "import pandas.core.nanops as nanops; assert not nanops._BOTTLENECK_INSTALLED; "
             "print(pandas.Series([1.0, float('nan'), 3.0]).mean())")
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=cwd, capture_output=True, text=True,

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from conftest import TINY_DIM, make_dataset, retrain_args, write_photo
 
-from bottleneck.cache import DB_NAME, BottleneckCache, Entry
-from bottleneck.cli import retrain_main
-from bottleneck.modules import classic_module_name
+from bottleneck.cache.store import DB_NAME, BottleneckCache, Entry
+from bottleneck.cli.retrain import retrain_main
+from bottleneck.model.modules import classic_module_name
 
 
 def _to_compute(log: str) -> int:
@@ -89,7 +89,7 @@ def test_classic_text_bottlenecks_are_imported(tmp_path, tiny_module, caplog):
     truth = _vectors(elsewhere)
     bottleneck_dir = tmp_path / "out" / "bottlenecks"
     suffix = classic_module_name(str(tiny_module))
-    from bottleneck.digest import file_digest
+    from bottleneck.data.digest import file_digest
 
     for path in sorted(images.rglob("*.jpg"))[:7]:
         vector = np.frombuffer(truth[(file_digest(path), "")], dtype="<f4")

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from bottleneck import calibration
-from bottleneck.train import TrainedLayer
+from bottleneck.training import calibration
+from bottleneck.training.layer import TrainedLayer
 
 
 def _overconfident(n=4000, classes=5, true_t=2.5, seed=0):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import CLASS_COLOURS, make_dataset, retrain_args, the_error, write_photo
 
-from bottleneck import data_checks
-from bottleneck.cli import retrain_main
-from bottleneck.split import which_set
+from bottleneck.cli.retrain import retrain_main
+from bottleneck.data.split import which_set
+from bottleneck.data_checks import checks as data_checks
 
 
 def name_in(set_name: str, stem: str) -> str:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import make_dataset, retrain_args
 
-from bottleneck.cli import retrain_main
-from bottleneck.distort import Distortion
+from bottleneck.cli.retrain import retrain_main
+from bottleneck.data.distort import Distortion
 
 
 def test_no_distortion_is_the_identity_resize():

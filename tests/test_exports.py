@@ -15,11 +15,12 @@ import pytest
 from conftest import CLASS_COLOURS, ROOT, TINY_SIZE, make_dataset, retrain_args, write_photo
 from PIL import Image
 
-from bottleneck import export, tflite
-from bottleneck.classify import load_graph
-from bottleneck.cli import label_image_main, retrain_main
+from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.data.images import load_for_model
 from bottleneck.errors import UserError
-from bottleneck.images import load_for_model
+from bottleneck.export import outputs as export
+from bottleneck.export import tflite
+from bottleneck.label_image.engine import load_graph
 
 LABELS = ["blue", "green", "red"]
 VARIANTS = tflite.QUANTIZATIONS  # none (float32), float16, dynamic, int8
@@ -131,7 +132,7 @@ def test_saved_model_bytes_decode_as_label_image_does(tmp_path):
 def test_saved_model_is_replaced_whole_and_never_replaces_a_user_folder(runs, tiny_module, tmp_path):
     import tensorflow as tf
 
-    from bottleneck.modules import load_module
+    from bottleneck.model.modules import load_module
 
     module = load_module(str(tiny_module), None)
     weights, biases = np.zeros((24, 2), np.float32), np.array([0.0, 1.0], np.float32)
@@ -248,7 +249,7 @@ def test_inception_saved_model_and_tflite_match_the_frozen_graph(tmp_path, incep
     """The built-in network is constants, not variables: both exports must handle that path too."""
     import tensorflow as tf
 
-    from bottleneck.modules import load_module
+    from bottleneck.model.modules import load_module
 
     module = load_module("inception_v3", inception_model_dir, log=lambda *a: None)
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ CLASSES = ("daisy", "roses", "sunflowers")
 
 @pytest.fixture(scope="module")
 def weights(inception_model_dir):
-    from bottleneck import inception_v3
+    from bottleneck.model import inception_v3
 
     return inception_v3.load_weights(inception_v3.weights_path(inception_model_dir))
 
@@ -39,7 +39,7 @@ def shared_cache(tmp_path_factory):
 
 
 def run_retrain(out: Path, image_dir: Path, cache: Path, model_dir: Path, *extra: str):
-    from bottleneck.cli import build_parser, config_from_args
+    from bottleneck.cli.retrain import build_parser, config_from_args
     from bottleneck.pipeline import retrain
 
     args = build_parser().parse_args([
@@ -64,7 +64,7 @@ def graph_outputs(graph_path: Path, images: np.ndarray):
 def test_the_split_network_is_the_whole_network(weights, blocks, top):
     import tensorflow as tf
 
-    from bottleneck import inception_v3
+    from bottleneck.model import inception_v3
 
     images = tf.constant(golden_images()[:2].astype(np.float32) / 255.0)
     lower, upper = inception_v3.split_network(weights, blocks, top=top)
@@ -80,7 +80,7 @@ def test_a_lower_bottleneck_layer_averages_that_blocks_output(weights):
     """mixed_9's bottleneck is the mean of the grid the classic network feeds into mixed_10."""
     import tensorflow as tf
 
-    from bottleneck import inception_v3
+    from bottleneck.model import inception_v3
 
     images = tf.constant(golden_images()[:2].astype(np.float32) / 255.0)
     below_mixed_10, _ = inception_v3.split_network(weights, 1)
@@ -117,10 +117,10 @@ def test_the_exported_graph_carries_the_fine_tuned_weights(tuned_run, sample, we
     images exactly as the run evaluated them."""
     import tensorflow as tf
 
-    from bottleneck import inception_v3
-    from bottleneck.images import load_for_model
-    from bottleneck.split import split_class
-    from bottleneck.walk import list_images
+    from bottleneck.data.images import load_for_model
+    from bottleneck.data.split import split_class
+    from bottleneck.data.walk import list_images
+    from bottleneck.model import inception_v3
 
     out, config, result = tuned_run
     summary = json.loads((config.report_dir / "summary.json").read_text())
@@ -170,7 +170,7 @@ def test_fine_tuning_below_a_mixed_9_bottleneck(tmp_path, sample, shared_cache, 
     fine-tuning trains mixed_9; a run that hurts validation exports the untouched mixed_9 network."""
     import tensorflow as tf
 
-    from bottleneck import inception_v3
+    from bottleneck.model import inception_v3
 
     images = golden_images().astype(np.float32) / 255.0
     mixed_9 = inception_v3.build_feature_fn(weights, "mixed_9")(tf.constant(images)).numpy()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bottleneck import graph
-from bottleneck.classify import load_graph
-from bottleneck.modules import FeatureModule, load_module
+from bottleneck.export import classifier as graph
+from bottleneck.label_image.engine import load_graph
+from bottleneck.model.modules import FeatureModule, load_module
 
 SIZE = 8
 

@@ -17,9 +17,9 @@ import pytest
 from conftest import make_dataset, the_error, write_photo
 from conftest import run_retrain as run
 
-import bottleneck.bottlenecks as bottlenecks_module
-import bottleneck.cache as cache_module
-from bottleneck.cache import DB_NAME, BottleneckCache, cache_error
+import bottleneck.cache.store as cache_module
+import bottleneck.extraction.bottlenecks as bottlenecks_module
+from bottleneck.cache.store import DB_NAME, BottleneckCache, cache_error
 from bottleneck.errors import EXIT_FAILURE, EXIT_USAGE, UserError
 
 STEPS = 10

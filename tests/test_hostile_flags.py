@@ -9,7 +9,7 @@ import pytest
 from conftest import import_frozen_graph, make_dataset, the_error
 from conftest import run_retrain as run
 
-from bottleneck.cli import build_parser, config_from_args
+from bottleneck.cli.retrain import build_parser, config_from_args
 from bottleneck.errors import UserError
 
 STEPS = 10
@@ -100,7 +100,7 @@ def test_train_batch_size_minus_one_trains_on_the_whole_training_set(tmp_path, t
 
 
 def test_train_batch_size_minus_one_uses_every_training_row_each_step():
-    from bottleneck.train import SplitData, TrainSettings, train_layer
+    from bottleneck.training.layer import SplitData, TrainSettings, train_layer
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 4)).astype(np.float32)
@@ -125,7 +125,7 @@ def test_a_read_only_file_system_is_refused_up_front(tmp_path, tiny_module, capl
     import errno
     import tempfile
 
-    import bottleneck.checks as checks
+    import bottleneck.config.checks as checks
 
     locked = tmp_path / "ro"
     locked.mkdir()

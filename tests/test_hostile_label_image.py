@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, make_dataset, one_sentence, retrain_args, write_photo
 
-from bottleneck.classify import one_line_name, utf8_name
-from bottleneck.cli import label_image_main, retrain_main
+from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.label_image.engine import one_line_name, utf8_name
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from conftest import make_dataset, the_error, write_photo
 from conftest import run_retrain as run
 from PIL import Image
 
-from bottleneck import images as images_module
-from bottleneck.cache import BottleneckCache, Entry, import_classic_text
-from bottleneck.images import BadImage, load_for_model, missing_rows
-from bottleneck.walk import label_for_folder
+from bottleneck.cache.store import BottleneckCache, Entry, import_classic_text
+from bottleneck.data import images as images_module
+from bottleneck.data.images import BadImage, load_for_model, missing_rows
+from bottleneck.data.walk import label_for_folder
 
 STEPS = 10
 

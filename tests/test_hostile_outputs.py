@@ -140,14 +140,14 @@ def test_two_outputs_on_one_path_are_refused_before_any_work(tmp_path, tiny_modu
 
 _SLOW_EXPORT = """
 import sys, time
-import bottleneck.export as export
+import bottleneck.export.outputs as export
 real = export.write_labels
 def slow(*args, **kwargs):  # the graph's temporary file is written by now: the signal lands mid-export
     print("EXPORTING", file=sys.stderr, flush=True)
     time.sleep(60)
     return real(*args, **kwargs)
 export.write_labels = slow
-from bottleneck.cli import retrain_main
+from bottleneck.cli.retrain import retrain_main
 sys.exit(retrain_main(sys.argv[1:]))
 """
 
@@ -184,7 +184,7 @@ def test_a_signal_during_the_export_leaves_no_temporary_file_and_the_previous_ou
 
 
 def test_a_signal_during_the_renames_waits_until_every_output_is_in_place(tmp_path):
-    from bottleneck.cli import sigterm_unwinds
+    from bottleneck.cli.retrain import sigterm_unwinds
     from bottleneck.errors import Terminated
 
     graph, labels = tmp_path / "graph.pb", tmp_path / "labels.txt"

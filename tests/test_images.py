@@ -1,4 +1,4 @@
-"""bottleneck.images: every input is built here, in tmp_path, with PIL and numpy."""
+"""bottleneck.data.images: every input is built here, in tmp_path, with PIL and numpy."""
 import io
 import resource
 import struct
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from bottleneck import images
-from bottleneck.images import BadImage, is_candidate, load_for_model, open_rgb
+from bottleneck.data import images
+from bottleneck.data.images import BadImage, is_candidate, load_for_model, open_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -567,7 +567,7 @@ def test_threads_give_identical_results(big_jpeg):
 def test_no_tensorflow_import():
     import subprocess
 
-    code = "import sys, bottleneck.images; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, bottleneck.data.images; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
@@ -597,7 +597,7 @@ def test_resize_matches_tensorflows_legacy_resize_bilinear():
     """The original Inception graph resized with TF's legacy bilinear; ours must be its twin."""
     import tensorflow as tf
 
-    from bottleneck.images import resize_bilinear_legacy
+    from bottleneck.data.images import resize_bilinear_legacy
 
     rng = np.random.default_rng(3)
     for shape, (h, w) in [((333, 500, 3), (299, 299)), ((120, 90, 3), (299, 299)), ((640, 480, 3), (224, 160))]:
@@ -610,7 +610,7 @@ def test_resize_matches_tensorflows_legacy_resize_bilinear():
 
 def test_resize_gives_bit_for_bit_the_direct_formula_for_any_input():
     """Cached bottlenecks keyed on the preprocessing stay valid only if every resized value is unchanged."""
-    from bottleneck.images import resize_bilinear_legacy
+    from bottleneck.data.images import resize_bilinear_legacy
 
     def direct(pixels, height, width):  # the formula as TensorFlow's kernel writes it
         def axis(out_size, in_size):

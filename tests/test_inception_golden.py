@@ -13,7 +13,7 @@ pytestmark = pytest.mark.inception
 def test_converted_inception_matches_the_original_network(inception_model_dir):
     import tensorflow as tf
 
-    from bottleneck import inception_v3
+    from bottleneck.model import inception_v3
 
     weights = inception_v3.load_weights(inception_v3.weights_path(inception_model_dir))
     features = tf.function(inception_v3.build_feature_fn(weights))
@@ -28,7 +28,7 @@ def test_converted_inception_matches_the_original_network(inception_model_dir):
 
 def test_conversion_is_reproducible_from_the_archive(inception_model_dir, tmp_path):
     """The cached weights are exactly what converting the checked archive gives."""
-    from bottleneck import inception_v3
+    from bottleneck.model import inception_v3
 
     archive = Path(inception_model_dir) / inception_v3.NAME / "default_1.pt"
     if not archive.is_file():
@@ -47,9 +47,9 @@ def _cosine(a, b):
 
 def test_bfloat16_stays_within_cosine_0999_of_the_original_network(inception_model_dir):
     """oneDNN's bfloat16 rewrite, applied the way bottleneck creation applies it."""
-    from bottleneck.modules import load_module
-    from bottleneck.network import runner
-    from bottleneck.precision import choose
+    from bottleneck.model.modules import load_module
+    from bottleneck.model.precision import choose
+    from bottleneck.model.runner import runner
 
     module = load_module("inception_v3", inception_model_dir)
     bfloat16 = choose("bfloat16", flags=frozenset({"avx512_bf16"}), gpus=[])
@@ -60,8 +60,8 @@ def test_bfloat16_stays_within_cosine_0999_of_the_original_network(inception_mod
 
 
 def test_int8_stays_within_cosine_097_of_the_original_network_on_the_real_photo(inception_model_dir):
-    from bottleneck import int8
-    from bottleneck.modules import load_module
+    from bottleneck.model import int8
+    from bottleneck.model.modules import load_module
 
     module = load_module("inception_v3", inception_model_dir)
     run = int8.Int8Features(int8.module_artifact(module, inception_model_dir))  # quantized once, kept there

@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import make_dataset, retrain_args, write_photo
 
-from bottleneck.cli import label_image_main, retrain_main
+from bottleneck.cli.retrain import label_image_main, retrain_main
 
 
 @pytest.fixture(scope="module")

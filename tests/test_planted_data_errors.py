@@ -8,8 +8,8 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from bottleneck.cli import retrain_main
-from bottleneck.split import which_set
+from bottleneck.cli.retrain import retrain_main
+from bottleneck.data.split import which_set
 
 pytestmark = pytest.mark.inception
 SAMPLE = ROOT / "examples" / "flower_photos"

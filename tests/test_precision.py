@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, make_dataset, retrain_args, write_photo
 
-from bottleneck import precision as P
-from bottleneck.cli import label_image_main, retrain_main
+from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.model import precision as P
 
 AVX512_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 AVX2_ONLY = frozenset({"avx2", "fma"})
@@ -113,8 +113,8 @@ def test_int8_cannot_feed_fine_tuning(tmp_path, images, capsys):
 
 
 def test_int8_artifact_is_the_same_for_the_same_network_and_calibration(tmp_path, tiny_module):
-    from bottleneck import int8
-    from bottleneck.modules import load_module
+    from bottleneck.model import int8
+    from bottleneck.model.modules import load_module
 
     module = load_module(str(tiny_module), tmp_path)
     first = int8.module_artifact(module, tmp_path / "a")
@@ -126,9 +126,9 @@ def test_int8_artifact_is_the_same_for_the_same_network_and_calibration(tmp_path
 
 
 def test_int8_vectors_follow_the_float_network(tmp_path, tiny_module):
-    from bottleneck import int8
-    from bottleneck.images import load_for_model
-    from bottleneck.modules import load_module
+    from bottleneck.data.images import load_for_model
+    from bottleneck.model import int8
+    from bottleneck.model.modules import load_module
 
     module = load_module(str(tiny_module), tmp_path)
     run = int8.Int8Features(int8.module_artifact(module, tmp_path))
@@ -141,9 +141,9 @@ def test_int8_vectors_follow_the_float_network(tmp_path, tiny_module):
 
 def test_int8_interpreters_sharing_a_batch_keep_every_image_in_its_row(tmp_path, tiny_module):
     """Whichever interpreter takes an image, its vector lands in that image's row, in any batch size."""
-    from bottleneck import int8
-    from bottleneck.images import load_for_model
-    from bottleneck.modules import load_module
+    from bottleneck.data.images import load_for_model
+    from bottleneck.model import int8
+    from bottleneck.model.modules import load_module
 
     module = load_module(str(tiny_module), tmp_path)
     artifact = int8.module_artifact(module, tmp_path)
@@ -201,9 +201,9 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[2])
-from bottleneck.modules import load_module
-from bottleneck.network import runner
-from bottleneck.precision import choose
+from bottleneck.model.modules import load_module
+from bottleneck.model.runner import runner
+from bottleneck.model.precision import choose
 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 assert len(devices) == 2, devices
 module = load_module(sys.argv[1], "/nonexistent")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bottleneck.progress import Progress, format_duration
+from bottleneck.console.progress import Progress, format_duration
 
 
 class FakeStream(io.StringIO):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck.metrics import confusion_matrix, per_class_metrics
-from bottleneck.report import (
+from bottleneck.report.summary import (
     CONFUSION_FILE,
     CURVES_FILE,
     SUMMARY_FILE,
@@ -21,6 +20,7 @@ from bottleneck.report import (
     overfitting_warning,
     write_report,
 )
+from bottleneck.training.metrics import confusion_matrix, per_class_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

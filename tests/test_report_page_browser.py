@@ -6,9 +6,9 @@ import tempfile
 import pytest
 from conftest import CLASS_COLOURS, make_dataset, retrain_args, write_photo
 
-from bottleneck import report_html
-from bottleneck.cli import retrain_main
-from bottleneck.split import which_set
+from bottleneck.cli.retrain import retrain_main
+from bottleneck.data.split import which_set
+from bottleneck.report import page as report_html
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--window-size=1280,900")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, run_retrain, write_photo
 
-from bottleneck.cli import label_image_main, retrain_main
+from bottleneck.cli.retrain import label_image_main, retrain_main
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Runs: exit codes, atomic outputs, SIGKILL, overlapping runs, folders the user names.
 
-Most runs are in-process (bottleneck.cli.retrain_main); real processes are used
+Most runs are in-process (bottleneck.cli.retrain.retrain_main); real processes are used
 only where a process matters: SIGKILL at several points, and two runs at once.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT, make_dataset, retrain_args, the_error, write_photo
 
 from bottleneck import atomic
-from bottleneck.cli import retrain_main
+from bottleneck.cli.retrain import retrain_main
 
 STEPS = 30
 
@@ -323,7 +323,7 @@ def test_named_folders_are_never_deleted_and_old_summaries_are_moved_aside(tmp_p
 
 
 def test_runs_started_in_the_same_second_each_keep_their_summaries(tmp_path, monkeypatch):
-    import bottleneck.tensorboard as tensorboard
+    import bottleneck.training.tensorboard as tensorboard
 
     monkeypatch.setattr(tensorboard.time, "strftime", lambda *_a: "20240101-000001")
     root = tmp_path / "logs"

@@ -2,9 +2,9 @@
 import pytest
 from conftest import make_dataset, write_photo
 
+from bottleneck.data.split import percentage_hash, split_class, which_set
+from bottleneck.data.walk import ImageClass, ImageFile, label_for_folder, list_images
 from bottleneck.errors import UserError
-from bottleneck.split import percentage_hash, split_class, which_set
-from bottleneck.walk import ImageClass, ImageFile, label_for_folder, list_images
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
 def test_tensorflow_is_imported_without_keras_yet_keras_works_when_asked_for():
     done = _python(
         "import sys\n"
-        "from bottleneck.quiet import quiet_tensorflow\n"
+        "from bottleneck.model.tf_import import quiet_tensorflow\n"
         "quiet_tensorflow('WARN')\n"
         "print('tensorflow' in sys.modules, any(m == 'keras' or m.startswith('keras.') for m in sys.modules))\n"
         "import tensorflow as tf\n"
@@ -30,8 +30,8 @@ def test_a_savedmodel_module_loads_with_keras_registered_as_tensorflow_would(tin
     """TF-Hub modules and the user's SavedModels may come from Keras: they load as under a plain import."""
     done = _python(
         "import sys\n"
-        "from bottleneck.quiet import quiet_tensorflow\n"
-        "from bottleneck.modules import load_module\n"
+        "from bottleneck.model.tf_import import quiet_tensorflow\n"
+        "from bottleneck.model.modules import load_module\n"
         "quiet_tensorflow('WARN')\n"
         "print('keras.src.optimizers' in sys.modules)\n"
         f"module = load_module({str(tiny_module)!r}, None)\n"
@@ -45,7 +45,7 @@ def test_tensorflows_objects_are_out_of_the_collectors_way_and_collection_still_
     """A full collection during the run walks the run's own objects, not the library's few hundred thousand."""
     done = _python(
         "import gc\n"
-        "from bottleneck.quiet import quiet_tensorflow\n"
+        "from bottleneck.model.tf_import import quiet_tensorflow\n"
         "quiet_tensorflow('WARN')\n"
         "print(gc.isenabled(), gc.get_freeze_count(), len(gc.get_objects()))\n"
         "class Cycle: pass\n"

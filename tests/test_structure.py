@@ -54,8 +54,8 @@ def test_only_the_command_line_parses_arguments():
 
 
 def test_every_setting_has_one_default_and_a_flag_in_a_help_group():
-    from bottleneck.cli import build_parser
-    from bottleneck.settings import RetrainConfig, settings_fields
+    from bottleneck.cli.retrain import build_parser
+    from bottleneck.config.settings import RetrainConfig, settings_fields
 
     parser = build_parser()
     groups = {action.dest: group.title for group in parser._action_groups for action in group._group_actions}

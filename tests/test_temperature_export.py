@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from conftest import CLASS_COLOURS, TINY_SIZE, retrain_args, write_photo
 
-from bottleneck import calibration, tflite
-from bottleneck.classify import load_graph
-from bottleneck.cli import retrain_main
-from bottleneck.images import load_for_model
+from bottleneck.cli.retrain import retrain_main
+from bottleneck.data.images import load_for_model
+from bottleneck.export import tflite
+from bottleneck.label_image.engine import load_graph
+from bottleneck.training import calibration
 
 COLOURS = ("red", "green", "blue")
 

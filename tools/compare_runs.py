@@ -24,7 +24,7 @@ RESULT_KEYS = ("labels", "counts", "accuracy", "per_class", "macro", "confusion_
 
 
 def graph_nodes(path: Path) -> dict:
-    from bottleneck.quiet import quiet_tensorflow
+    from bottleneck.model.tf_import import quiet_tensorflow
 
     quiet_tensorflow("WARN")
     import tensorflow as tf

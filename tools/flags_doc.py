@@ -9,13 +9,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from bottleneck.cli import build_parser
+from bottleneck.cli.retrain import build_parser
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "flags.md"
 
 INTRO = """# All flags of retrain.py
 
-This page is generated from `bottleneck/settings.py` by `python -m tools.flags_doc`; `retrain.py --help`
+This page is generated from `bottleneck/config/settings.py` by `python -m tools.flags_doc`; `retrain.py --help`
 prints the same text. The classic flags keep the classic script's names and defaults. Flags given
 explicitly win over a `--preset`, which wins over the defaults.
 """

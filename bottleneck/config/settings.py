@@ -1,0 +1,293 @@
+"""Every setting of a retraining run, written once: its default, its meaning and its flag.
+
+Each group below is one section of ``retrain.py --help``; the command line
+(``cli.py``) builds its flags from these dataclasses, so a default or a help
+text lives here and nowhere else.  A field's flag is its name unless
+``flag=`` says otherwise: the classic script's names are kept even where a
+shorter name reads better in code (``--how_many_training_steps`` is
+``training.steps``).
+
+The engine takes a ``RetrainConfig`` and never looks at the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..model.inception_v3 import CLASSIC_TOP_BLOCK, MAX_TUNED_BLOCKS, TOP_BLOCKS, default_model_dir
+from ..model.modules import BUILTIN_MODULE
+from ..model.precision import DEFAULT_PRECISION, PRECISIONS
+
+
+def setting(default=dataclasses.MISSING, help="", *, flag=None, factory=dataclasses.MISSING, **argparse_options):
+    """A dataclass field with what the command line needs to offer it as a flag.
+
+    ``argparse_options`` go to ``add_argument`` as they are (``type``, ``choices``, ``metavar``).
+    """
+    metadata = {"help": help, "flag": flag, "argparse": argparse_options}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """input and split"""
+
+    image_dir: Path | None = setting(None, "Path to folders of labeled images (one sub-folder per class).")
+    testing_percentage: float = setting(10, "What percentage of images to use as a test set.")
+    validation_percentage: float = setting(10, "What percentage of images to use as a validation set.")
+
+
+@dataclass(frozen=True)
+class BottleneckSettings:
+    """bottlenecks"""
+
+    bottleneck_dir: Path = setting(Path("/tmp/bottleneck"), "Path to cache bottleneck layer values.")
+    bottleneck_shards: str | None = setting(
+        None, "Folder (or gs://... URL) of bottleneck shards written by python -m bottleneck beam-bottlenecks, "
+        "imported into the cache before any bottleneck is computed (default: <bottleneck_dir>/shards when it exists).")
+    tfhub_module: str = setting(
+        BUILTIN_MODULE,
+        "Which image module to use: 'inception_v3' (built in: Google's 2015-12-05 Inception-v3, works offline), "
+        "a TensorFlow Hub handle or URL of an image feature-vector module, or a local SavedModel directory.")
+    model_dir: Path = setting(factory=default_model_dir,
+                              help="Where the built-in model's weights are downloaded and converted (once) (default: "
+                              "$BOTTLENECK_MODEL_DIR if set, else ~/.cache/bottleneck-retrain/models).")
+    bottleneck_layer: str = setting(
+        CLASSIC_TOP_BLOCK,
+        "Built-in Inception-v3 only: the block whose averaged output is the bottleneck. mixed_10 is the classic "
+        "pool_3; mixed_9, one block lower, transfers better to new classes (--preset best).", choices=TOP_BLOCKS)
+    extraction_batch_size: int = setting(
+        32, "How many images go through the network at once when computing bottlenecks.")
+    precision: str = setting(
+        DEFAULT_PRECISION, "Arithmetic of the network while computing bottlenecks: auto (bfloat16 where the processor "
+        "computes it natively, else float32), float32, bfloat16, or int8 (a quantized copy run by TensorFlow Lite). "
+        "Exports stay float32.", choices=PRECISIONS)
+    # Distortions: each training image gets distorted_copies fixed variants, computed once and cached.
+    flip_left_right: bool = setting(False, "Whether to randomly flip half of the training images horizontally.")
+    random_crop: float = setting(
+        0, "A percentage determining how much of a margin to randomly crop off the training images.", type=int)
+    random_scale: float = setting(
+        0, "A percentage determining how much to randomly scale up the size of the training images by.", type=int)
+    random_brightness: float = setting(
+        0, "A percentage determining how much to randomly multiply the training image input pixels up or down by.",
+        type=int)
+    distorted_copies: int = setting(
+        3, "With any distortion flag: how many distorted versions of each training image to compute (once, then "
+        "cached) and train on.")
+
+    @property
+    def distortion(self):
+        from ..data.distort import Distortion
+
+        return Distortion(self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness)
+
+    @property
+    def copies(self) -> int:
+        """Distorted copies per training image: none unless a distortion is asked for."""
+        return self.distorted_copies if self.distortion.active else 0
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """training"""
+
+    steps: int = setting(4000, "How many training steps to run before ending.", flag="how_many_training_steps")
+    learning_rate: float = setting(0.01, "How large a learning rate to use when training.")
+    batch_size: int = setting(100, "How many images to train on at a time. A value of -1 trains on the whole "
+                              "training set at every step.", flag="train_batch_size")
+    eval_step_interval: int = setting(10, "How often to evaluate the training results.")
+    validation_batch_size: int = setting(
+        100, "How many images to use in an evaluation batch. A value of -1 causes the entire validation set to be "
+        "used, which leads to more stable results across training iterations.")
+    test_batch_size: int = setting(
+        -1, "How many images to test on. This test set is only used once, to evaluate the final accuracy after "
+        "training completes. A value of -1 causes the entire test set to be used.")
+    seed: int | None = setting(
+        None, "Seed for the weights and batch sampling, so that a run can be reproduced exactly (distorted copies "
+        "are a fixed function of each image already).", flag="random_seed")
+    optimizer: str = setting("sgd", "Optimizer of the new layer: sgd (the classic), momentum (0.9) or adam.",
+                             choices=("sgd", "momentum", "adam"))
+    label_smoothing: float = setting(0.0, "Label smoothing of the training targets (0 to 1).")
+    dropout: float = setting(0.0, "Dropout rate on the bottleneck during training (0 to 1).")
+    weight_decay: float = setting(0.0, "L2 penalty on the new layer's weights.")
+    early_stopping_patience: int = setting(
+        0, "Stop after this many evaluations without a lower validation cross-entropy, keeping the best step's "
+        "weights (0: off).")
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """fine-tuning"""
+
+    enabled: bool = setting(
+        False, "After training the new layer, also train the top --fine_tune_layers blocks of the built-in "
+        "Inception-v3 with it (their input is cached once per image); kept only if validation improves.",
+        flag="fine_tune")
+    blocks: int = setting(1, "How many mixed blocks --fine_tune trains, counting down from --bottleneck_layer: "
+                          f"1 (that block alone) to {MAX_TUNED_BLOCKS}.", flag="fine_tune_layers")
+    steps: int = setting(300, "How many fine-tuning steps to run.", flag="fine_tune_steps")
+    # Adam's; far below the new layer's own rate, since the blocks start from trained weights.
+    learning_rate: float = setting(1e-4, "Adam's learning rate while fine-tuning.", flag="fine_tune_learning_rate")
+    batch_size: int = setting(32, "How many images to fine-tune on at a time.", flag="fine_tune_batch_size")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """export"""
+
+    output_graph: Path = setting(Path("/tmp/output_graph.pb"), "Where to save the trained graph.")
+    output_labels: Path = setting(Path("/tmp/output_labels.txt"), "Where to save the trained graph's labels.")
+    final_tensor_name: str = setting("final_result",
+                                     "The name of the output classification layer in the retrained graph.")
+    saved_model_dir: Path | None = setting(None, "Where to save the exported graph as a SavedModel.")
+    tflite_output: Path | None = setting(
+        None, "Also write the whole classifier as a TensorFlow Lite model to this file (float images [N, H, W, 3] "
+        "in [0, 1] -> softmax scores; the labels are embedded).")
+    tflite_quantize: str = setting(
+        "none", "How the TFLite model is quantized: none (float32), float16 weights, dynamic-range int8 weights, or "
+        "int8 weights and activations calibrated on up to 100 training images (int8 input and output).",
+        choices=("none", "float16", "dynamic", "int8"))
+    checkpoint_path: Path = setting(Path("/tmp/_retrain_checkpoint"),
+                                    "Where to save the trained new layer's checkpoint.")
+    intermediate_output_graphs_dir: Path = setting(Path("/tmp/intermediate_graph/"),
+                                                   "Where to save the intermediate graphs.")
+    intermediate_store_frequency: int = setting(
+        0, "How many steps to store intermediate graph. If 0, intermediate graphs are not stored.")
+    no_temperature_scaling: bool = setting(
+        False, "Export the plain softmax instead of softmax(logits / T), T fitted on the validation set "
+        "(docs/data-report.md); the predicted class is the same, only the confidence changes.")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """reports"""
+
+    report_dir: Path | None = setting(
+        None, "Where to write report.html, training_curves.png, confusion_matrix.png, summary.json and the data "
+        "checks' CSV files (default: <output_graph without .pb>_report next to the output graph).")
+    summaries_dir: Path = setting(Path("/tmp/retrain_logs"), "Where to save summary logs for TensorBoard.")
+    print_misclassified_test_images: bool = setting(False,
+                                                    "Whether to print out a list of all misclassified test images.")
+    skip_data_checks: bool = setting(
+        False, "Skip the search for suspected label errors, duplicates and test-set leakage (report.html's last "
+        "sections and their CSV files; docs/data-report.md).")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """run control"""
+
+    logging_verbosity: str = setting("INFO", "How much logging output should be produced.",
+                                     choices=("DEBUG", "INFO", "WARN", "ERROR", "FATAL"))
+    quiet: bool = setting(False, "Print only warnings, errors and the final result.")
+    strict: bool = setting(
+        False, "Treat any unreadable image as an error (exit 2) instead of skipping it, and fail (exit 1, previous "
+        "outputs kept) when a test image has an exact or near copy in the training or validation set.")
+    assert_accuracy_at_least: float | None = setting(
+        None, "Fail (exit 1) and keep the previous outputs when the final test accuracy is below PCT percent.",
+        metavar="PCT")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """One run's settings, group by group."""
+
+    input: InputSettings = field(default_factory=InputSettings)
+    bottlenecks: BottleneckSettings = field(default_factory=BottleneckSettings)
+    training: TrainSettings = field(default_factory=TrainSettings)
+    fine_tune: FineTuneSettings = field(default_factory=FineTuneSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    @property
+    def report_dir(self) -> Path:
+        if self.report.report_dir is not None:
+            return self.report.report_dir
+        graph = self.export.output_graph
+        return graph.with_name(graph.stem + "_report")
+
+    def flags(self) -> dict:
+        """flag name -> value, as the report and TensorBoard show the settings."""
+        return {flag: getattr(getattr(self, group), f.name) for group, f, flag in settings_fields()}
+
+
+def settings_fields():
+    """(group name, field, flag name) for every setting, in --help order."""
+    for group in dataclasses.fields(RetrainConfig):
+        for f in dataclasses.fields(group.default_factory):
+            yield group.name, f, f.metadata.get("flag") or f.name
+
+
+def with_flags(config: RetrainConfig, values: dict) -> RetrainConfig:
+    """A copy of ``config`` with the settings that ``values`` names by flag replaced."""
+    changes: dict[str, dict] = {}
+    for group, f, flag in settings_fields():
+        if flag in values:
+            changes.setdefault(group, {})[f.name] = values[flag]
+    return dataclasses.replace(config, **{g: dataclasses.replace(getattr(config, g), **c) for g, c in changes.items()})
+
+
+# Measured combinations of training options, by flag; flags given explicitly win over a preset.
+# "best" was chosen by validation accuracy and ten-fold cross-validation on a flowers data set
+# (docs/accuracy.md): Adam trains the new layer better than plain SGD, and mixed_9's average
+# transfers better to new classes than the classic pool_3.
+PRESETS = {
+    "classic": {},
+    "best": {"optimizer": "adam", "learning_rate": 0.001, "bottleneck_layer": "mixed_9"},
+}
+
+
+def validate(config: RetrainConfig) -> None:
+    """Refuse inconsistent settings with one sentence (UserError, exit 2) before any work starts."""
+    inputs, bottlenecks, training, tuning = config.input, config.bottlenecks, config.training, config.fine_tune
+    if inputs.image_dir is None or not str(inputs.image_dir):
+        raise UserError("--image_dir is required: point it at a folder with one sub-folder of images per class.")
+    for flag, value in (("how_many_training_steps", training.steps),
+                        ("eval_step_interval", training.eval_step_interval),
+                        ("extraction_batch_size", bottlenecks.extraction_batch_size)):
+        if value <= 0:
+            raise UserError(f"--{flag} must be a positive number, got {value}.")
+    for flag in ("testing_percentage", "validation_percentage"):
+        if not 0 <= getattr(inputs, flag) < 100:
+            raise UserError(f"--{flag} must be between 0 and 100, got {getattr(inputs, flag)}.")
+    if inputs.testing_percentage + inputs.validation_percentage >= 100:
+        raise UserError("--testing_percentage plus --validation_percentage leaves no images for training.")
+    if bottlenecks.distorted_copies <= 0:
+        raise UserError("--distorted_copies must be at least 1.")
+    for flag in ("random_crop", "random_scale", "random_brightness"):
+        if getattr(bottlenecks, flag) < 0:
+            raise UserError(f"--{flag} is a percentage and cannot be negative.")
+    gate = config.run.assert_accuracy_at_least
+    if gate is not None and not 0 <= gate <= 100:
+        raise UserError("--assert_accuracy_at_least is a percentage between 0 and 100.")
+    if bottlenecks.random_brightness >= 100:
+        raise UserError("--random_brightness must be below 100 (a factor of 1 - b% must stay positive).")
+    if not 0 <= training.label_smoothing < 1 or not 0 <= training.dropout < 1:
+        raise UserError("--label_smoothing and --dropout must be at least 0 and below 1.")
+    if not training.learning_rate > 0 or not math.isfinite(training.learning_rate):
+        raise UserError(f"--learning_rate must be positive, got {training.learning_rate}.")
+    if training.weight_decay < 0 or training.early_stopping_patience < 0:
+        raise UserError("--weight_decay and --early_stopping_patience cannot be negative.")
+    builtin = bottlenecks.tfhub_module == BUILTIN_MODULE
+    if not builtin and bottlenecks.bottleneck_layer != CLASSIC_TOP_BLOCK:
+        raise UserError("--bottleneck_layer chooses a block of the built-in --tfhub_module inception_v3 only.")
+    if tuning.enabled:
+        if not builtin:
+            raise UserError("--fine_tune works with the built-in --tfhub_module inception_v3 only.")
+        if not 1 <= tuning.blocks <= MAX_TUNED_BLOCKS:
+            raise UserError(f"--fine_tune_layers must be between 1 and {MAX_TUNED_BLOCKS}, got {tuning.blocks}.")
+        for flag, value in (("fine_tune_steps", tuning.steps), ("fine_tune_batch_size", tuning.batch_size),
+                            ("fine_tune_learning_rate", tuning.learning_rate)):
+            if value <= 0:
+                raise UserError(f"--{flag} must be positive, got {value}.")
+    if bottlenecks.precision == "int8" and tuning.enabled:
+        raise UserError("--precision int8 cannot feed --fine_tune, which needs the network's float activations; "
+                        "use --precision auto, float32 or bfloat16.")
+    if config.export.tflite_quantize != "none" and config.export.tflite_output is None:
+        raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")

@@ -1,0 +1,1 @@
+"""What a run shows on the terminal: progress lines and bounded repeated warnings."""

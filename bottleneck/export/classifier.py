@@ -1,0 +1,121 @@
+"""The retrained classifier as one TensorFlow function, with the classic tensor names.
+
+Every export starts here, and every one puts the same ``new_layer`` on the
+network, so they compute the same scores: the SavedModel and the TFLite model
+trace ``classifier_fn``; the frozen graph joins the new layer to the graph of
+``network_fn``, the network as bottleneck creation ran it.  The frozen graph
+keeps the classic contract: input ``Placeholder`` (float32 [None, H, W, 3],
+values in [0, 1], already resized), the bottleneck vector as ``bottleneck`` and
+the softmax as ``<final_tensor_name>``.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..model.modules import FeatureModule
+
+INPUT_NAME = "Placeholder"
+BOTTLENECK_NAME = "bottleneck"
+
+_latest_lock = threading.Lock()
+_latest = None  # (module.features, its network_fn): the last network traced, kept for the next caller
+
+
+def new_layer(features, weights, biases, final_tensor_name: str):
+    """bottleneck -> softmax scores through the new layer; NumPy weights become constants, variables stay variables."""
+    import tensorflow as tf
+
+    w = tf.constant(weights, name="final_weights") if isinstance(weights, np.ndarray) else weights
+    b = tf.constant(biases, name="final_biases") if isinstance(biases, np.ndarray) else biases
+    return tf.nn.softmax(tf.matmul(features, w) + b, name=final_tensor_name)
+
+
+def classifier_fn(module: FeatureModule, weights, biases, final_tensor_name: str):
+    """images in [0, 1] -> softmax scores, naming the classic tensors along the way."""
+    import tensorflow as tf
+
+    def classify(images):
+        return new_layer(tf.identity(module.features(images), name=BOTTLENECK_NAME), weights, biases,
+                         final_tensor_name)
+
+    return classify
+
+
+def network_fn(module: FeatureModule):
+    """The network alone, ``Placeholder`` -> ``bottleneck``, as one traced function of any batch size.
+
+    Bottleneck creation runs it, and every frozen graph of the same network
+    starts from its graph: tracing a large network costs more than the rest of
+    an export, so the last network traced is kept and handed out again.
+    """
+    global _latest
+    import tensorflow as tf
+
+    with _latest_lock:
+        if _latest is None or _latest[0] is not module.features:
+            features = module.features
+            fn = tf.function(lambda images: tf.identity(features(images), name=BOTTLENECK_NAME),
+                             autograph=False).get_concrete_function(
+                tf.TensorSpec([None, module.height, module.width, 3], tf.float32, name=INPUT_NAME))
+            _latest = (features, fn)
+        return _latest[1]
+
+
+def frozen_graph_def(module: FeatureModule, weights: np.ndarray, biases: np.ndarray, final_tensor_name: str):
+    """The classic frozen graph: the network's graph (variables folded into constants) with the new layer on top."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    network = network_fn(module)
+    if network.captured_inputs:  # a module with variables (TF-Hub, SavedModel): fold them into constants
+        network = convert_variables_to_constants_v2(network)
+    graph_def = _with_new_layer(network.graph.as_graph_def(), network.outputs[0].op.name, weights, biases,
+                                final_tensor_name)
+    ops = {node.name: node.op for node in graph_def.node}
+    for required in (INPUT_NAME, BOTTLENECK_NAME, final_tensor_name):
+        if required not in ops:
+            raise RuntimeError(f"frozen graph lacks the tensor '{required}'")
+    if ops[final_tensor_name] != "Softmax":  # the name was taken first, and TensorFlow renamed the softmax
+        raise RuntimeError(f"the frozen graph's '{final_tensor_name}' is a {ops[final_tensor_name]}, not the scores")
+    return graph_def
+
+
+def _with_new_layer(network_def, network_output: str, weights, biases, final_tensor_name: str):
+    """``network_def`` with the new layer traced on its own and joined at ``bottleneck``, in place of its output.
+
+    A head node whose name the network already uses gets TensorFlow's next free
+    name (``MatMul_1``), as one trace of the whole classifier would give it.
+    """
+    import tensorflow as tf
+
+    head = tf.function(lambda features: new_layer(features, weights, biases, final_tensor_name),
+                       autograph=False).get_concrete_function(
+        tf.TensorSpec([None, weights.shape[0]], tf.float32, name=BOTTLENECK_NAME))
+    head_output, head = head.outputs[0].op.name, head.graph.as_graph_def()
+    nodes = network_def.node
+    # The network function's output node gives way to the head's, which inherits its control inputs (a stateful
+    # module's "run these first").
+    dropped = nodes.pop([node.name for node in nodes].index(network_output))
+    taken = {node.name for node in nodes}
+    if final_tensor_name in taken:
+        raise RuntimeError(f"the network already has a tensor named '{final_tensor_name}'")
+    renamed = {BOTTLENECK_NAME: BOTTLENECK_NAME}
+    for node in head.node:
+        if node.name == BOTTLENECK_NAME:  # the head's input: the network's bottleneck from here on
+            continue
+        name, n = node.name, 0
+        while name in taken:
+            n += 1
+            name = f"{node.name}_{n}"
+        renamed[node.name] = name
+        taken.add(name)
+        node.name = name
+        for i, source in enumerate(node.input):
+            control = "^" if source.startswith("^") else ""
+            base, colon, port = source.lstrip("^").partition(":")
+            node.input[i] = f"{control}{renamed[base]}{colon}{port}"
+        if node.name == renamed.get(head_output):
+            node.input.extend(source for source in dropped.input if source.startswith("^"))
+        nodes.append(node)
+    return network_def

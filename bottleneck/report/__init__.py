@@ -1,0 +1,1 @@
+"""The run report: summary.json, plots, the console summary and report.html."""

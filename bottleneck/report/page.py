@@ -1,0 +1,512 @@
+"""report.html: the run report as one self-contained page, with the images themselves.
+
+Everything is inside the file: CSS and the little JavaScript inline, the plots
+and thumbnails as ``data:`` URIs (small JPEGs), so it opens from disk in any
+browser with no server and no network.  Each thumbnail links to its original
+file on disk.  Every gallery has a cap, and says how many images it left out,
+so the page stays a few megabytes for 200,000 images; the CSV files hold the
+full lists.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from ..training.metrics import matrix_from_summary
+
+PAGE_FILE = "report.html"
+THUMB_SIZE = 128  # longest side, pixels
+THUMB_QUALITY = 72
+# Caps: how many thumbnails each part of the page shows at most.
+CELL_CAP = 24  # images per confusion-matrix cell
+TEST_ERRORS_CAP = 120  # misclassified test images over all cells
+CORRECT_PER_CLASS = 6  # correctly classified examples per class
+CORRECT_CAP = 60
+VALIDATION_ERRORS_CAP = 60
+LABEL_ERRORS_CAP = 40
+PAIRS_CAP = 40
+MATRIX_MAX_CLASSES = 40  # above, the matrix is shown as the PNG with a list of the most confused pairs
+
+
+@dataclass
+class Predictions:
+    """One set's images with their class indices and the (calibrated) probabilities."""
+
+    names: Sequence[str] = ()
+    true: Any = ()
+    probabilities: Any = None  # [N, C]
+
+
+@dataclass
+class PageData:
+    test: Predictions = field(default_factory=Predictions)
+    validation: Predictions = field(default_factory=Predictions)
+    findings: Any = None  # data_checks.Findings, when the data checks ran
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _thumbnail(path: str) -> str | None:
+    """A data: URI of a small JPEG of the image, or None when it cannot be read."""
+    from PIL import Image
+
+    from ..data.images import BadImage, load_rgb_array
+
+    try:
+        pixels = load_rgb_array(path, THUMB_SIZE, THUMB_SIZE)
+    except (BadImage, OSError):
+        return None
+    img = Image.fromarray(pixels)
+    img.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=THUMB_QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _png_uri(path: Path) -> str | None:
+    try:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    except OSError:
+        return None
+
+
+class _Thumbs:
+    """Thumbnails of the paths the page shows, made once each on a few threads (PIL decodes without the GIL)."""
+
+    def __init__(self, paths: Sequence[str]):
+        unique = list(dict.fromkeys(paths))
+        with ThreadPoolExecutor(max_workers=min(4, max(1, os.cpu_count() or 1))) as pool:
+            self.uri = dict(zip(unique, pool.map(_thumbnail, unique)))
+
+
+def _figure(thumbs: _Thumbs, path: str, caption: str, extra_class: str = "") -> str:
+    uri = thumbs.uri.get(path)
+    name = Path(path).name
+    try:
+        href = Path(path).resolve().as_uri()
+    except ValueError:
+        href = ""
+    image = (f'<img src="{uri}" alt="{_e(name)}">' if uri
+             else f'<div class="unreadable">{_e(name)}<br>(could not be read)</div>')
+    return (f'<figure class="thumb {extra_class}" title="{_e(path)}"><a href="{_e(href)}">{image}</a>'
+            f'<figcaption>{caption}<span class="file">{_e(name)}</span></figcaption></figure>')
+
+
+def _left_out(count: int, where: str) -> str:
+    if count <= 0:
+        return ""
+    return f'<p class="more">{count:,} more not shown here{_e(where)}.</p>'
+
+
+def _pct(value, digits=1) -> str:
+    return "n/a" if value is None else f"{value * 100:.{digits}f}%"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _cards(summary: Mapping) -> str:
+    acc = summary["accuracy"]
+    cards = [("Test accuracy", _pct(acc.get("test")), f"N={acc.get('test_count', 0)}"),
+             ("Validation accuracy", _pct(acc.get("validation")), "last evaluation")]
+    checks = summary.get("data_checks") or {}
+    cv = (checks.get("label_errors") or {}).get("cross_validated_accuracy")
+    if cv is not None:
+        cards.append(("Cross-validated accuracy", _pct(cv), f"{checks.get('images', 0)} images, out of fold"))
+    cal = summary.get("calibration") or {}
+    ece = (cal.get("ece") or {}).get("testing") or (cal.get("ece") or {}).get("validation")
+    if ece:
+        cards.append(("Calibration error", f"{_pct(ece['before'])} → {_pct(ece['after'])}",
+                      f"T = {cal.get('temperature', 1):.2f}" + ("" if cal.get("applied") else " (not applied)")))
+    leak = (checks.get("leakage") or {}).get("test_images")
+    if leak is not None:
+        cards.append(("Test images leaked", f"{leak}", "copies in training/validation", "bad" if leak else "good"))
+    out = []
+    for card in cards:
+        title, value, note = card[:3]
+        tone = card[3] if len(card) > 3 else ""
+        out.append(f'<div class="card {tone}"><div class="k">{_e(title)}</div><div class="v">{_e(value)}</div>'
+                   f'<div class="n">{_e(note)}</div></div>')
+    return '<div class="cards">' + "".join(out) + "</div>"
+
+
+def _per_class_table(summary: Mapping) -> str:
+    rows = []
+    counts = summary["counts"]["per_class"]
+    for label, stats in summary["per_class"].items():
+        c = counts.get(label, {})
+        cells = [c.get("training", 0), c.get("validation", 0), c.get("testing", 0)]
+        f1 = stats.get("f1")
+        bar = "" if f1 is None else f'<span class="bar" style="width:{f1 * 100:.0f}%"></span>'
+        rows.append(
+            f"<tr><th>{_e(label)}</th>" + "".join(f'<td class="num">{v:,}</td>' for v in cells)
+            + "".join(f'<td class="num">{_pct(stats.get(k), 0)}</td>' for k in ("precision", "recall"))
+            + f'<td class="num f1">{bar}<span>{"n/a" if f1 is None else f"{f1:.2f}"}</span></td></tr>')
+    macro = summary.get("macro_average", {})
+    macro_f1 = "n/a" if macro.get("f1") is None else f"{macro['f1']:.2f}"
+    rows.append('<tr class="total"><th>macro average</th><td></td><td></td><td></td>'
+                + "".join(f'<td class="num">{_pct(macro.get(k), 0)}</td>' for k in ("precision", "recall"))
+                + f'<td class="num">{macro_f1}</td></tr>')
+    return ('<table class="metrics"><thead><tr><th>class</th><th>training</th><th>validation</th><th>test</th>'
+            '<th>precision</th><th>recall</th><th>F1</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+
+
+def _coverage_table(summary: Mapping) -> str:
+    rows = (summary.get("calibration") or {}).get("coverage") or []
+    if not rows:
+        return ""
+    body = "".join(f'<tr><td class="num">{r["threshold"]:.2f}</td><td class="num">{_pct(r["coverage"])}</td>'
+                   f'<td class="num">{_pct(r["accuracy"])}</td></tr>' for r in rows)
+    return ('<h3>Answering only when confident (test set)</h3><p class="hint">With <code>label_image.py --threshold '
+            'P</code> an image whose best score is below P is answered <code>unknown</code>.</p>'
+            '<table class="metrics narrow"><thead><tr><th>threshold</th><th>answered</th><th>accuracy of answers</th>'
+            f'</tr></thead><tbody>{body}</tbody></table>')
+
+
+def _confusion(summary: Mapping, report_dir: Path, matrix: np.ndarray, labels: list[str]) -> str:
+    n = len(labels)
+    if matrix.sum() == 0:
+        return "<p>No test images: no confusion matrix.</p>"
+    if n > MATRIX_MAX_CLASSES:
+        uri = _png_uri(report_dir / "confusion_matrix.png")
+        pairs = [(int(matrix[i, j]), i, j) for i in range(n) for j in range(n) if i != j and matrix[i, j]]
+        pairs.sort(reverse=True)
+        items = "".join(f'<li><a href="#cell-{i}-{j}">{_e(labels[i])} → {_e(labels[j])}</a>: {c}</li>'
+                        for c, i, j in pairs[:MATRIX_MAX_CLASSES])
+        image = f'<img class="plot" src="{uri}" alt="confusion matrix">' if uri else ""
+        return f"{image}<h3>Most confused pairs (true → predicted)</h3><ol>{items}</ol>"
+    support = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, support, out=np.zeros(matrix.shape), where=support > 0)
+    head = "".join(f'<th class="col"><span>{_e(label)}</span></th>' for label in labels)
+    rows = []
+    for i, label in enumerate(labels):
+        cells = []
+        for j in range(n):
+            count = int(matrix[i, j])
+            alpha = 0.08 + 0.85 * share[i, j] if count else 0
+            colour = f"rgba(37,99,235,{alpha:.2f})" if i == j else f"rgba(220,38,38,{alpha:.2f})"
+            text = "white" if share[i, j] > 0.55 else "inherit"
+            if count:
+                cells.append(f'<td class="cell" style="background:{colour};color:{text}"><a href="#cell-{i}-{j}" '
+                             f'data-cell="{i}-{j}" title="{_e(label)} predicted as {_e(labels[j])}: {count}">'
+                             f'{count}</a></td>')
+            else:
+                cells.append('<td class="cell zero">0</td>')
+        rows.append(f'<tr><th class="row">{_e(label)}</th>{"".join(cells)}</tr>')
+    return ('<p class="hint">Rows: true class; columns: predicted. Click a cell to see its images.</p>'
+            f'<table class="confusion"><thead><tr><th class="corner">true \\ predicted</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _test_groups(thumbs, page: PageData, labels, plan) -> str:
+    errors, correct = [], []
+    for (i, j), (shown, total) in plan.items():
+        title = (f"{_e(labels[i])} <span class='arrow'>→</span> {_e(labels[j])}" if i != j
+                 else f"{_e(labels[i])} <span class='ok'>✓</span>")
+        figures = "".join(_figure(thumbs, page.test.names[r], _caption(labels, page.test, r)) for r in shown)
+        group = (f'<div class="group" id="cell-{i}-{j}"><h3>{title} <small>{total} image{"s" if total != 1 else ""}'
+                 f'</small></h3><div class="gallery">{figures}</div>{_left_out(total - len(shown), "")}</div>')
+        (errors if i != j else correct).append(group)
+    none = '<p class="good-note">None: every test image was classified correctly.</p>'
+    out = ['<h3 class="sub">Misclassified</h3>', "".join(errors) or none]
+    out += ['<h3 class="sub">Correctly classified (examples)</h3>', "".join(correct)]
+    return "".join(out)
+
+
+def _caption(labels, preds: Predictions, r: int) -> str:
+    p = preds.probabilities[r]
+    guess, truth = int(np.argmax(p)), int(preds.true[r])
+    if guess == truth:
+        return f'<span class="lbl">{_e(labels[truth])}</span><span class="conf">{p[guess] * 100:.0f}%</span>'
+    return (f'<span class="lbl"><s>{_e(labels[truth])}</s> → <b>{_e(labels[guess])}</b></span>'
+            f'<span class="conf">{p[guess] * 100:.0f}%</span>')
+
+
+def plan_test_cells(page: PageData, num_classes: int) -> dict:
+    """(true, predicted) -> (rows shown, images in the cell), within the page's caps; misclassified first."""
+    preds = page.test
+    if preds.probabilities is None or not len(preds.true):
+        return {}
+    true = np.asarray(preds.true)
+    guess = np.asarray(preds.probabilities).argmax(axis=1)
+    confidence = np.asarray(preds.probabilities).max(axis=1)
+    cells: dict[tuple[int, int], list[int]] = {}
+    for r in np.argsort(-confidence, kind="stable"):  # the most confident first within each cell
+        cells.setdefault((int(true[r]), int(guess[r])), []).append(int(r))
+    plan = {}
+    budget = TEST_ERRORS_CAP
+    for key in sorted((k for k in cells if k[0] != k[1]), key=lambda k: (-len(cells[k]), k)):
+        take = min(CELL_CAP, budget, len(cells[key]))
+        plan[key] = (cells[key][:take], len(cells[key]))
+        budget -= take
+    budget = CORRECT_CAP
+    for c in range(num_classes):
+        rows = cells.get((c, c), [])
+        if rows:
+            take = min(CORRECT_PER_CLASS, budget, len(rows))
+            plan[(c, c)] = (rows[:take], len(rows))
+            budget -= take
+    return plan
+
+
+def _validation_gallery(thumbs, page: PageData, labels) -> tuple[str, int, int]:
+    preds = page.validation
+    if preds.probabilities is None or not len(preds.true):
+        return "<p>No validation images.</p>", 0, 0
+    p = np.asarray(preds.probabilities)
+    wrong = np.flatnonzero(p.argmax(axis=1) != np.asarray(preds.true))
+    wrong = wrong[np.argsort(-p[wrong].max(axis=1), kind="stable")]
+    shown = wrong[:VALIDATION_ERRORS_CAP]
+    if not len(wrong):
+        return '<p class="good-note">None: every validation image was classified correctly.</p>', 0, 0
+    figures = "".join(_figure(thumbs, preds.names[r], _caption(labels, preds, r)) for r in shown)
+    return (f'<div class="gallery" id="validation-gallery">{figures}</div>'
+            f'{_left_out(len(wrong) - len(shown), "")}'), len(shown), len(wrong)
+
+
+def _label_error_gallery(thumbs, findings, shown) -> str:
+    from ..data_checks.checks import LABEL_ERRORS_CSV
+
+    if findings.out_of_fold is None:
+        return f"<p>{_e(findings.note)}</p>"
+    if not findings.label_errors:
+        return '<p class="good-note">No image\'s folder label is disputed.</p>'
+    figures = []
+    for e in shown:
+        caption = (f'<span class="lbl">folder <s>{_e(e.label)}</s></span><span class="lbl">looks like '
+                   f'<b>{_e(e.suggested)}</b></span><span class="conf">{e.suggested_probability * 100:.0f}% vs '
+                   f'{e.label_probability * 100:.0f}% · {_e(e.set)}</span>')
+        figures.append(_figure(thumbs, e.path, caption))
+    left = len(findings.label_errors) - len(shown)
+    return (f'<div class="gallery" id="label-error-gallery">{"".join(figures)}</div>'
+            + _left_out(left, f"; all {len(findings.label_errors):,} are in {LABEL_ERRORS_CSV}"))
+
+
+def _pairs_gallery(thumbs, findings, shown, total) -> str:
+    from ..data_checks.checks import DUPLICATES_CSV
+
+    if not total:
+        return ('<p class="good-note">No exact or near copies cross the training, validation and test sets or '
+                'classes.</p>')
+    im = findings.images
+    out = []
+    for p in shown:
+        sets_differ, classes_differ = findings.crosses(p)
+        tags = []
+        if sets_differ:
+            tags.append('<span class="tag bad">crosses sets</span>' if "testing" in (im.sets[p.a], im.sets[p.b])
+                        else '<span class="tag warn">crosses sets</span>')
+        if classes_differ:
+            tags.append('<span class="tag warn">crosses classes</span>')
+        kind = "exact copy" if p.kind == "exact" else f"near copy · similarity {p.similarity:.3f}"
+        sides = "".join(
+            _figure(thumbs, im.paths[r], f'<span class="lbl">{_e(findings.labels[im.y[r]])}</span>'
+                                         f'<span class="conf">{_e(im.sets[r])}</span>')
+            for r in (p.a, p.b))
+        out.append(f'<div class="pair"><div class="pair-head">{_e(kind)} {"".join(tags)}</div>'
+                   f'<div class="pair-body">{sides}</div></div>')
+    return (f'<div class="pairs" id="pairs-gallery">{"".join(out)}</div>'
+            + _left_out(total - len(shown), f"; all are in {DUPLICATES_CSV}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+
+def write_page(report_dir, summary: dict, page: PageData) -> dict:
+    """Write report.html; returns what it shows and leaves out (for summary.json)."""
+    report_dir = Path(report_dir)
+    labels = list(summary["labels"])
+    n = len(labels)
+    matrix = matrix_from_summary(summary) if n else np.zeros((0, 0))
+    findings = page.findings
+    plan = plan_test_cells(page, n)
+    label_errors = findings.label_errors[:LABEL_ERRORS_CAP] if findings else []
+    reported = findings.reported_pairs() if findings else []
+    pairs = reported[:PAIRS_CAP]
+    paths = [page.test.names[r] for shown, _t in plan.values() for r in shown]
+    if page.validation.probabilities is not None and len(page.validation.true):
+        p = np.asarray(page.validation.probabilities)
+        wrong = np.flatnonzero(p.argmax(axis=1) != np.asarray(page.validation.true))
+        wrong = wrong[np.argsort(-p[wrong].max(axis=1), kind="stable")][:VALIDATION_ERRORS_CAP]
+        paths += [page.validation.names[r] for r in wrong]
+    paths += [e.path for e in label_errors]
+    if findings:
+        paths += [findings.images.paths[r] for p in pairs for r in (p.a, p.b)]
+    thumbs = _Thumbs(paths)
+
+    validation_html, validation_shown, validation_total = _validation_gallery(thumbs, page, labels)
+    test_errors = {k: v for k, v in plan.items() if k[0] != k[1]}
+    shown = {
+        "test_misclassified": sum(len(s) for s, _t in test_errors.values()),
+        "test_correct_examples": sum(len(s) for k, (s, _t) in plan.items() if k[0] == k[1]),
+        "validation_misclassified": validation_shown,
+        "label_errors": len(label_errors),
+        "duplicate_pairs": len(pairs),
+    }
+    left_out = {
+        "test_misclassified": int(matrix.sum() - np.trace(matrix)) - shown["test_misclassified"] if n else 0,
+        "validation_misclassified": validation_total - validation_shown,
+        "label_errors": (len(findings.label_errors) - len(label_errors)) if findings else 0,
+        "duplicate_pairs": len(reported) - len(pairs),
+    }
+
+    sections = []
+    leak = ((summary.get("data_checks") or {}).get("leakage") or {}).get("test_images")
+    banner = ""
+    if leak:
+        banner = (f'<div class="banner">{leak} test image{"s" if leak != 1 else ""} '
+                  f'{"have" if leak != 1 else "has"} an exact or near copy in the training or validation set: the '
+                  'test accuracy overstates the model. See <a href="#duplicates">Duplicates and leakage</a>.</div>')
+    cal = summary.get("calibration") or {}
+    cal_note = f'<p class="hint">Confidence: {_e(cal.get("note", ""))}.</p>' if cal else ""
+    sections.append(("summary", "Summary", banner + _cards(summary) + cal_note + _per_class_table(summary)
+                     + _coverage_table(summary)))
+    curves = _png_uri(report_dir / "training_curves.png")
+    sections.append(("curves", "Training curves",
+                     f'<img class="plot" src="{curves}" alt="training curves">' if curves else "<p>No plot.</p>"))
+    sections.append(("confusion", "Confusion matrix (test set)", _confusion(summary, report_dir, matrix, labels)))
+    sections.append(("test-images", "Test images by cell", _test_groups(thumbs, page, labels, plan)
+                     if plan else "<p>No test images.</p>"))
+    sections.append(("validation-errors", "Misclassified validation images", validation_html))
+    if findings is not None:
+        checks = summary.get("data_checks") or {}
+        le = checks.get("label_errors") or {}
+        intro = (f'<p class="hint">Each image judged by a new layer trained, {le.get("folds", "")}-fold, on the other '
+                 "images only. Shown: images whose folder label that layer most confidently disputes. "
+                 "Check them: a wrong folder, or a photo that is not of its class.</p>")
+        sections.append(("label-errors", "Suspected label errors",
+                         intro + _label_error_gallery(thumbs, findings, label_errors)))
+        dup = checks.get("duplicates") or {}
+        intro = (f'<p class="hint">Exact copies (same file content) and near copies (resized, re-encoded or '
+                 f'lightly cropped: bottleneck similarity at least {dup.get("near_min_similarity")} and '
+                 f'{dup.get("near_margin")} above any third image) that cross the training, validation and test sets '
+                 f'or classes. {dup.get("exact_pairs", 0)} exact pair(s) in all, {dup.get("near_pairs", 0)} near '
+                 f'pair(s) crossing sets or classes; search: {_e(dup.get("index", ""))}.</p>')
+        sections.append(("duplicates", "Duplicates and leakage",
+                         intro + _pairs_gallery(thumbs, findings, pairs, len(reported))))
+    else:
+        sections.append(("label-errors", "Suspected label errors", "<p>The data checks did not run "
+                         "(--skip_data_checks).</p>"))
+    nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _b in sections)
+    body = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>' for sid, title, content in sections)
+    module = summary.get("module") or {}
+    counts = summary.get("counts") or {}
+    header = (f'<header><h1>Retraining report</h1><p class="meta">{_e(summary.get("created", ""))} · '
+              f'{counts.get("total", 0):,} images in {n} classes · module '
+              f'{_e(module.get("spec", module.get("identity", "")))}'
+              f'</p><nav>{nav}</nav></header>')
+    document = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+                f'content="width=device-width, initial-scale=1"><title>Retraining report</title><style>{_CSS}</style>'
+                f"</head><body>{header}<main>{body}</main><footer>Written by retrain.py. Full lists: "
+                f"summary.json, suspected_label_errors.csv, duplicates.csv.</footer><script>{_JS}</script>"
+                "</body></html>\n")
+    write_text_atomic(report_dir / PAGE_FILE, document)
+    return {"file": PAGE_FILE, "shown": shown, "left_out": left_out}
+
+
+_CSS = """
+:root{--fg:#1f2937;--mute:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--card:#fff;--blue:#2563eb;--red:#dc2626;
+  --amber:#d97706;--green:#059669}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
+  background:var(--bg)}
+header{background:#0f172a;color:#fff;padding:18px 28px 0;position:sticky;top:0;z-index:5;
+  box-shadow:0 2px 6px rgba(0,0,0,.15)}
+header h1{margin:0;font-size:20px}
+header .meta{margin:4px 0 10px;color:#cbd5e1;font-size:13px}
+nav{display:flex;flex-wrap:wrap;gap:4px}
+nav a{color:#e2e8f0;text-decoration:none;padding:7px 12px;border-radius:6px 6px 0 0;font-size:13px}
+nav a:hover{background:#1e293b}
+main{max-width:1280px;margin:0 auto;padding:8px 28px 40px}
+section{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:18px 22px;margin:18px 0;
+  scroll-margin-top:110px}
+h2{margin:0 0 12px;font-size:18px}
+h3{font-size:15px;margin:16px 0 8px}
+h3 small{color:var(--mute);font-weight:normal;margin-left:6px}
+h3.sub{border-bottom:1px solid var(--line);padding-bottom:4px;margin-top:22px}
+.hint{color:var(--mute);margin:4px 0 12px}
+.good-note{color:var(--green)}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:14px}
+.card{flex:1 1 170px;border:1px solid var(--line);border-radius:8px;padding:10px 14px;background:#fdfdfd}
+.card .k{color:var(--mute);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.card .v{font-size:24px;font-weight:600;margin:2px 0}
+.card .n{color:var(--mute);font-size:12px}
+.card.bad .v{color:var(--red)}
+.card.good .v{color:var(--green)}
+.banner{background:#fef2f2;border:1px solid #fecaca;color:#991b1b;padding:10px 14px;border-radius:8px;
+  margin-bottom:14px}
+table.metrics{border-collapse:collapse;min-width:520px}
+table.metrics th,table.metrics td{padding:5px 12px;border-bottom:1px solid var(--line);text-align:left}
+table.metrics thead th{font-size:12px;color:var(--mute);text-transform:uppercase}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.narrow{min-width:0}
+tr.total th,tr.total td{font-weight:600;border-top:2px solid var(--line)}
+td.f1{position:relative;min-width:90px}
+td.f1 .bar{position:absolute;left:0;top:6px;bottom:6px;background:#dbeafe;border-radius:3px;z-index:0}
+td.f1 span:last-child{position:relative}
+img.plot{max-width:100%;height:auto;border:1px solid var(--line);border-radius:6px}
+table.confusion{border-collapse:separate;border-spacing:3px}
+table.confusion th{font-weight:500;font-size:13px}
+th.row{text-align:right;padding-right:8px}
+th.col{vertical-align:bottom;padding-bottom:6px}
+th.corner{color:var(--mute);font-size:11px;text-align:right}
+td.cell{width:64px;height:44px;text-align:center;border-radius:5px;font-variant-numeric:tabular-nums;font-size:15px}
+td.cell a{display:block;line-height:44px;color:inherit;text-decoration:none;font-weight:600;border-radius:5px}
+td.cell a:hover,td.cell a.active{outline:3px solid #0f172a}
+td.zero{color:#cbd5e1;background:#f8fafc}
+.gallery{display:flex;flex-wrap:wrap;gap:10px}
+figure.thumb{margin:0;width:148px;background:#fff;border:1px solid var(--line);border-radius:8px;overflow:hidden;
+  box-shadow:0 1px 2px rgba(0,0,0,.05)}
+figure.thumb a{display:flex;align-items:center;justify-content:center;height:128px;background:#f1f5f9}
+figure.thumb img{max-width:148px;max-height:128px;display:block}
+figure.thumb figcaption{padding:5px 7px 7px;font-size:12px;display:flex;flex-direction:column;gap:1px}
+.lbl b{color:var(--red)}
+.lbl s{color:var(--mute)}
+.conf{color:var(--mute)}
+.file{color:#94a3b8;font-size:11px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.unreadable{font-size:11px;color:var(--mute);text-align:center;padding:8px}
+.group{padding:6px 10px 10px;border-radius:8px;scroll-margin-top:110px;border:2px solid transparent}
+.group:target,.group.active{border-color:var(--blue);background:#eff6ff}
+.arrow{color:var(--red)}
+.ok{color:var(--green)}
+.more{color:var(--mute);font-style:italic;margin:8px 0 0}
+.pairs{display:flex;flex-wrap:wrap;gap:14px}
+.pair{border:1px solid var(--line);border-radius:8px;padding:8px;background:#fafafa}
+.pair-head{font-size:12px;margin-bottom:6px;display:flex;gap:6px;align-items:center;flex-wrap:wrap}
+.pair-body{display:flex;gap:8px}
+.tag{font-size:11px;padding:1px 7px;border-radius:10px;background:#e5e7eb}
+.tag.bad{background:#fee2e2;color:#991b1b}
+.tag.warn{background:#fef3c7;color:#92400e}
+footer{text-align:center;color:var(--mute);font-size:12px;padding:10px 0 30px}
+code{background:#f1f5f9;padding:1px 5px;border-radius:4px}
+"""
+
+# Marks the confusion-matrix cell whose images are shown (the :target rule highlights the images themselves).
+_JS = """
+(function () {
+  function mark() {
+    var id = decodeURIComponent(location.hash.slice(1));
+    document.querySelectorAll('td.cell a.active').forEach(function (a) { a.classList.remove('active'); });
+    if (id.indexOf('cell-') === 0) {
+      var a = document.querySelector('td.cell a[data-cell="' + id.slice(5) + '"]');
+      if (a) { a.classList.add('active'); }
+    }
+  }
+  window.addEventListener('hashchange', mark);
+  mark();
+})();
+"""

@@ -1,0 +1,1 @@
+"""Scale out on Apache Beam: bottleneck creation and batch classification as pipelines."""

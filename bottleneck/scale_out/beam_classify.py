@@ -1,0 +1,178 @@
+"""label_image.py's batch classification as an Apache Beam pipeline (``label_image.py --beam_output DIR``).
+
+    image files -> decode (the local tool's decoder) -> RunInference on the frozen graph -> CSV or JSON rows -> shards
+
+The rows are exactly those that ``--output_format csv`` or ``json`` prints,
+error rows included; each shard of CSV rows starts with the header.  The graph
+file is staged into the output folder, so workers on a cluster read it from
+there (give a gs://... --beam_output on Dataflow).  Rows come out in no
+particular order: sort them by path where order matters.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..cache.shards import is_url, join, open_binary
+from ..data.images import is_candidate
+from ..errors import EXIT_OK, EXIT_USAGE, UserError
+from ..label_image.engine import (
+    Prediction,
+    csv_cells,
+    csv_header,
+    expand_inputs,
+    json_line,
+    load_classifier,
+    prepare_image,
+    top_labels,
+)
+from . import beam as beam_common
+
+NAMESPACE = "classify"
+
+
+def _handler_class():
+    from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+    class FrozenGraphHandler(ModelHandler):
+        """RunInference on retrain.py's frozen graph, loaded as label_image.py loads it."""
+
+        def __init__(self, graph_uri: str, input_layer: str, output_layer: str, height: int, width: int,
+                     batch_size: int):
+            super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+            self.graph_uri, self.input_layer, self.output_layer = graph_uri, input_layer, output_layer
+            self.height, self.width = height, width
+
+        def load_model(self):
+            from ..label_image.engine import load_graph
+
+            return load_graph(beam_common.local_file(self.graph_uri), self.input_layer, self.output_layer,
+                              self.height, self.width)
+
+        def run_inference(self, batch, model, inference_args=None):
+            scores = model(np.stack(batch).astype(np.float32))
+            return [PredictionResult(None, s) for s in scores]
+
+        def get_metrics_namespace(self) -> str:
+            return f"{NAMESPACE}-model"
+
+    return FrozenGraphHandler
+
+
+def list_inputs(inputs: list[str]) -> list[str]:
+    """label_image.py's inputs as file paths: local ones as expand_inputs gives them, URLs through Beam."""
+    local = [raw for raw in inputs if not is_url(raw)]
+    paths = [str(p) for p in expand_inputs(local)]
+    for raw in inputs:
+        if not is_url(raw):
+            continue
+        from apache_beam.io.filesystems import FileSystems
+
+        if FileSystems.exists(raw) and is_candidate(raw):
+            paths.append(raw)
+            continue
+        prefix = raw.rstrip("/") + "/"
+        found = FileSystems.match([prefix + "**"])[0].metadata_list
+        paths += sorted(m.path for m in found
+                        if is_candidate(m.path) and not any(p.startswith(".") for p in m.path[len(prefix):].split("/")))
+    return paths
+
+
+def _csv_line(cells: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(cells)
+    return out.getvalue()
+
+
+def classify_to_shards(args) -> int:
+    """Run the pipeline for label_image.py's parsed ``args``; returns its exit code."""
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+    if args.output_format not in ("csv", "json"):
+        raise UserError("--beam_output writes rows: use it with --output_format csv or json.")
+    if args.evaluate:
+        raise UserError("--evaluate prints a summary, not rows; run it without --beam_output.")
+    if str(args.graph).lower().endswith(".tflite"):
+        raise UserError("--beam_output runs the frozen graph (.pb); pass the --output_graph that retrain.py wrote.")
+    if args.precision not in ("auto", "float32"):
+        raise UserError(f"--beam_output runs the graph at float32, as every worker can; --precision {args.precision} "
+                        "applies to classification on this machine only.")
+    args.precision = "float32"  # the workers' processors are not this one's: auto would decide for the wrong machine
+    classifier, labels = load_classifier(args)
+    paths = list_inputs(list(args.image) + list(args.images))
+    if not paths:
+        raise UserError("No image files found in the given folders.")
+    output_dir = str(args.beam_output)
+    if not is_url(output_dir):
+        try:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"Cannot create --beam_output '{output_dir}': {exc.strerror}.") from None
+    graph_bytes = Path(args.graph).read_bytes()
+    graph_uri = join(output_dir, f"graph-{hashlib.sha256(graph_bytes).hexdigest()[:16]}.pb")
+    if not beam_common.exists(graph_uri):
+        from apache_beam.io.filesystems import FileSystems
+
+        temporary = graph_uri + ".part"
+        with FileSystems.create(temporary) as out:
+            out.write(graph_bytes)
+        FileSystems.rename([temporary], [graph_uri])
+    height, width, top_k = classifier.height, classifier.width, args.top_k
+    mean, std, output_format, threshold = args.input_mean, args.input_std, args.output_format, args.threshold
+    handler = KeyedModelHandler(_handler_class()(graph_uri, args.input_layer, args.output_layer, height, width,
+                                                 args.batch_size))
+    prefix = join(output_dir, f"predictions-{beam_common.run_id()}")
+    suffix = ".csv" if output_format == "csv" else ".jsonl"
+    rows, failed = Metrics.counter(NAMESPACE, "rows"), Metrics.counter(NAMESPACE, "failed")
+
+    def prepare(path):
+        # A local file is decoded from its path, exactly as label_image.py does; others from their bytes.
+        try:
+            source = path if not is_url(path) else open_binary(path).read()
+        except OSError as exc:
+            source = None
+            error = exc.strerror or str(exc)
+        result = prepare_image(source, height, width, mean, std) if source is not None else error
+        if isinstance(result, str):
+            yield beam.pvalue.TaggedOutput("failed", Prediction(path, None, result))
+        else:
+            yield path, result
+
+    def formatted(prediction: Prediction) -> str:
+        rows.inc()
+        if prediction.error is not None:
+            failed.inc()
+        if output_format == "csv":
+            return _csv_line(csv_cells(prediction, top_k, threshold))
+        return json_line(prediction, threshold)
+
+    def scored(keyed) -> Prediction:
+        path, result = keyed
+        return Prediction(path, top_labels(np.asarray(result.inference), labels, top_k))
+
+    header = _csv_line(csv_header(top_k, threshold)) if output_format == "csv" else None
+
+    def build(p):
+        prepared = (p | "Images" >> beam.Create(paths) | "Spread" >> beam.Reshuffle()
+                    | "Decode" >> beam.FlatMap(prepare).with_outputs("failed", main="pixels"))
+        predictions = prepared.pixels | "Classify" >> RunInference(handler) | "Top labels" >> beam.Map(scored)
+        ((predictions, prepared.failed) | "All rows" >> beam.Flatten() | "Format" >> beam.Map(formatted)
+         | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=suffix,
+                                          header=header))
+
+    result = beam_common.run_pipeline(build, getattr(args, "beam_args", ()), "classification")
+    counts = beam_common.counter_values(result, NAMESPACE)
+    print(f"Wrote {counts.get('rows', 0)} rows to {prefix}-*{suffix}")
+    if counts.get("failed", 0):
+        import sys
+
+        print(f"label_image.py: error: {counts['failed']} image(s) could not be classified; their rows say why.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
