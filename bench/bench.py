@@ -175,8 +175,8 @@ def bench_extraction(b: Bench, module, classes) -> None:
 
     from bottleneck.cache.store import BottleneckCache, Entry
     from bottleneck.data.images import load_for_model
-    from bottleneck.export.classifier import network_fn
     from bottleneck.extraction.batches import Job, compute_missing
+    from bottleneck.model.traced import network_fn
 
     s, bs = b.sizes, b.args.batch_size
     picked = spread(classes, s.extract_images)
@@ -330,7 +330,8 @@ def bench_retrain(b: Bench, classes) -> None:
 
 
 def bench_training_speed(b: Bench) -> None:
-    from bottleneck.training.layer import SplitData, TrainSettings, train_layer
+    from bottleneck.cache.sets import SplitData
+    from bottleneck.training.layer import TrainSettings, train_layer
 
     s = b.sizes
     classes = 5

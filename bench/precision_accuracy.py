@@ -22,6 +22,7 @@ import time
 import numpy as np
 from machine import DEFAULT_IMAGE_DIR, machine, write_result  # bench/machine.py, beside this script
 
+from bottleneck.cache.sets import SplitData
 from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.data.walk import list_images
 from bottleneck.extraction.batches import Job, compute_missing
@@ -29,7 +30,7 @@ from bottleneck.model.inception_v3 import default_model_dir
 from bottleneck.model.modules import BUILTIN_MODULE, load_module
 from bottleneck.model.precision import choose
 from bottleneck.model.runner import runner, with_precision
-from bottleneck.training.layer import SplitData, TrainSettings, predict, train_layer
+from bottleneck.training.layer import TrainSettings, predict, train_layer
 
 FOLDS = 10
 PRECISIONS = ("float32", "bfloat16", "int8")

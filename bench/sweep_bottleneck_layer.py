@@ -23,14 +23,14 @@ import time
 import numpy as np
 from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
 
-from bottleneck.cache.sets import load_sets
+from bottleneck.cache.sets import SplitData, load_sets
 from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.data.split import split_class
 from bottleneck.data.walk import list_images
 from bottleneck.extraction.batches import Job, compute_missing
 from bottleneck.model.inception_v3 import TOP_BLOCKS, default_model_dir
 from bottleneck.model.modules import BUILTIN_MODULE, load_module
-from bottleneck.training.layer import SplitData, TrainSettings, predict, train_layer
+from bottleneck.training.layer import TrainSettings, predict, train_layer
 
 FOLDS = 10
 

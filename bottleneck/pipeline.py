@@ -21,6 +21,7 @@ from .data_checks import checks as data_checks
 from .errors import UserError
 from .export.outputs import check_final_tensor_name, export_all, intermediate_saver
 from .extraction import bottlenecks
+from .extraction.activations import activation_cache
 from .model.modules import load_module
 from .model.precision import network_precision
 from .model.runner import with_precision
@@ -128,7 +129,7 @@ def cache_bottlenecks(run: Run, open_caches: contextlib.ExitStack) -> None:
     """Every image's bottleneck in the cache, then the sets read from it."""
     config, settings = run.config, run.config.bottlenecks
     if config.fine_tune.enabled:
-        run.activations = fine_tune.activation_cache(settings.bottleneck_dir, run.module, config.fine_tune.blocks,
+        run.activations = activation_cache(settings.bottleneck_dir, run.module, config.fine_tune.blocks,
                                                      log.warning)
         open_caches.callback(run.activations.close)
     with contextlib.closing(BottleneckCache(settings.bottleneck_dir, run.module.identity, run.module.bottleneck_size,

@@ -21,6 +21,7 @@ from bottleneck.errors import UserError
 from bottleneck.export import outputs as export
 from bottleneck.export import tflite
 from bottleneck.label_image.engine import load_graph
+from bottleneck.model.tf_import import make_interpreter
 
 LABELS = ["blue", "green", "red"]
 VARIANTS = tflite.QUANTIZATIONS  # none (float32), float16, dynamic, int8
@@ -191,14 +192,14 @@ def test_tflite_sizes_and_int8_input_output(runs):
     size = {v: (runs[v] / "model.tflite").stat().st_size for v in VARIANTS}
     assert size["float16"] < 0.7 * size["none"]
     assert size["dynamic"] < size["float16"] and size["int8"] < size["float16"]
-    interpreter = tflite.make_interpreter((runs["int8"] / "model.tflite").read_bytes())
+    interpreter = make_interpreter((runs["int8"] / "model.tflite").read_bytes())
     (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert inp["dtype"] == np.int8 and outp["dtype"] == np.int8
     assert list(inp["shape_signature"]) == [-1, TINY_SIZE, TINY_SIZE, 3]
     scale, zero_point = inp["quantization"]
     assert 0.5 / 255 < scale < 1.5 / 255 and -128 <= zero_point < -100  # calibrated on training pixels in [0, 1]
     for variant in ("none", "float16", "dynamic"):
-        interpreter = tflite.make_interpreter((runs[variant] / "model.tflite").read_bytes())
+        interpreter = make_interpreter((runs[variant] / "model.tflite").read_bytes())
         assert interpreter.get_input_details()[0]["dtype"] == np.float32
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bottleneck.export import classifier as graph
 from bottleneck.label_image.engine import load_graph
+from bottleneck.model import traced
 from bottleneck.model.modules import FeatureModule, load_module
 
 SIZE = 8
@@ -23,7 +24,7 @@ def one_trace(module, weights, biases, final_tensor_name="final_result"):
 
     fn = tf.function(graph.classifier_fn(module, weights, biases, final_tensor_name), autograph=False)
     fn = fn.get_concrete_function(tf.TensorSpec([None, module.height, module.width, 3], tf.float32,
-                                                name=graph.INPUT_NAME))
+                                                name=traced.INPUT_NAME))
     return (convert_variables_to_constants_v2(fn) if fn.captured_inputs else fn).graph.as_graph_def()
 
 
@@ -71,9 +72,9 @@ def test_the_frozen_graph_is_the_classifier_traced_in_one_piece(which, tiny_modu
 
 def test_bottleneck_creation_and_the_export_share_one_trace(tiny_module, tmp_path):
     module = load_module(str(tiny_module), tmp_path)
-    network = graph.network_fn(module)
-    assert graph.network_fn(module) is network
-    assert graph.network_fn(crowded_module()) is not network  # another network is traced for itself
+    network = traced.network_fn(module)
+    assert traced.network_fn(module) is network
+    assert traced.network_fn(crowded_module()) is not network  # another network is traced for itself
 
 
 def test_a_final_tensor_name_the_network_uses_is_refused():

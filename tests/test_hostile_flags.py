@@ -100,7 +100,8 @@ def test_train_batch_size_minus_one_trains_on_the_whole_training_set(tmp_path, t
 
 
 def test_train_batch_size_minus_one_uses_every_training_row_each_step():
-    from bottleneck.training.layer import SplitData, TrainSettings, train_layer
+    from bottleneck.cache.sets import SplitData
+    from bottleneck.training.layer import TrainSettings, train_layer
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 4)).astype(np.float32)

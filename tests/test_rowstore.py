@@ -2,10 +2,11 @@
 import numpy as np
 from conftest import retrain_args
 
-from bottleneck.cache.rowstore import DiskRows
 from bottleneck.cache import sets
+from bottleneck.cache.rowstore import DiskRows
+from bottleneck.cache.sets import SplitData
 from bottleneck.cli.retrain import retrain_main
-from bottleneck.training.layer import SplitData, TrainSettings, train_layer
+from bottleneck.training.layer import TrainSettings, train_layer
 
 
 def test_disk_rows_read_back_what_was_written(tmp_path):

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
+from bottleneck.cache.sets import SplitData
 from bottleneck.cli.retrain import build_parser, config_from_args
-from bottleneck.training.layer import SplitData, TrainSettings, balanced_sampler, predict, train_layer
+from bottleneck.training.layer import TrainSettings, balanced_sampler, predict, train_layer
 
 
 def _blobs(n_per_class, dim=16, classes=3, seed=0, spread=1.0):

@@ -7,10 +7,11 @@ validation and test images are never distorted.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..data.split import SETS, ClassSplit
-from ..training.layer import SplitData
 from .rowstore import DiskRows
 from .store import PLAIN, BottleneckCache, Entry
 
@@ -19,6 +20,15 @@ FLOAT16_ABOVE_BYTES = 1 << 30
 # Above this many bytes of vectors in all sets, keep them in a temporary file beside the cache and read
 # each batch from it (the same values, so the same training).
 IN_MEMORY_BYTES = 2 << 30
+
+
+@dataclass
+class SplitData:
+    """Bottlenecks of one set, with the class index and source of each row."""
+
+    x: np.ndarray  # [N, D], float32 (float16 for very large sets, to bound memory)
+    y: np.ndarray  # [N] int32
+    names: list[str]  # image paths, for reports
 
 
 def set_entries(splits: list[ClassSplit], digest_of, distortion=None, copies: int = 0):

@@ -374,3 +374,18 @@ def _bomb_reason(exc: BaseException) -> str:
 
 def _io_reason(exc: OSError) -> str:
     return f"cannot read file ({exc.strerror or exc})"
+
+
+def representative_images(paths, height: int, width: int, limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` images spread evenly over ``paths`` (grouped by class, so every class shows),
+    preprocessed exactly as for training; unreadable ones are left out."""
+    paths = list(paths)
+    if len(paths) > limit:
+        paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, limit).round().astype(int))]
+    images = []
+    for path in paths:
+        try:
+            images.append(load_for_model(path, height, width))
+        except (BadImage, OSError):
+            continue
+    return images

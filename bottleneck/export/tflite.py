@@ -22,17 +22,16 @@ that package is not available here.)  The ``--output_labels`` file still holds t
 """
 from __future__ import annotations
 
-import os
 import struct
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import write_bytes_atomic
+from ..data.images import representative_images
 from ..errors import UserError
 from ..model.modules import FeatureModule
-from ..model.tf_import import parked_stderr
+from ..model.tf_import import make_interpreter, parked_stderr
 from .classifier import classifier_fn
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -57,7 +56,7 @@ def convert(module: FeatureModule, weights, biases, labels: list[str], quantize:
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        images = representative_images(representative_paths, module.height, module.width)
+        images = representative_images(representative_paths, module.height, module.width, REPRESENTATIVE_IMAGES)
         if not images:
             raise UserError("--tflite_quantize int8 needs training images to calibrate on, and none could be read.")
         converter.representative_dataset = lambda: ([image[np.newaxis]] for image in images)
@@ -80,23 +79,6 @@ def write_tflite(path, module: FeatureModule, weights, biases, labels: list[str]
     data = convert(module, weights, biases, labels, quantize, representative_paths, final_tensor_name)
     write_bytes_atomic(path, data)
     return len(data)
-
-
-def representative_images(paths, height: int, width: int, limit: int = REPRESENTATIVE_IMAGES) -> list[np.ndarray]:
-    """Up to ``limit`` images spread evenly over ``paths`` (grouped by class, so every class shows),
-    preprocessed exactly as for training; unreadable ones are left out."""
-    from ..data.images import BadImage, load_for_model
-
-    paths = list(paths)
-    if len(paths) > limit:
-        paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, limit).round().astype(int))]
-    images = []
-    for path in paths:
-        try:
-            images.append(load_for_model(path, height, width))
-        except (BadImage, OSError):
-            continue
-    return images
 
 
 # ---------------------------------------------------------------- labels in the file
@@ -138,15 +120,6 @@ def embedded_labels(model: bytes) -> list[str] | None:
     except (struct.error, IndexError, UnicodeDecodeError):  # a damaged file: the interpreter says more
         return None
     return None
-
-
-def make_interpreter(model: bytes, num_threads: int | None = None):
-    """tf.lite.Interpreter for the model's bytes, without its deprecation notice and native chatter."""
-    import tensorflow as tf
-
-    with warnings.catch_warnings(), parked_stderr():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice that it moves to ai_edge_litert
-        return tf.lite.Interpreter(model_content=model, num_threads=num_threads or os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------- running a model

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..cache.store import BottleneckCache, Entry
 from ..data.images import BadImage, load_for_model
-from ..export.classifier import network_fn
 from ..model.modules import FeatureModule
+from ..model.traced import network_fn
 
 CHANGED_WHILE_READ = "the file changed while it was being read; it will be used on the next run"
 

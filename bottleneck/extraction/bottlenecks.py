@@ -33,7 +33,7 @@ from ..data.walk import ImageClass, ImageFile
 from ..model.modules import FeatureModule
 from ..model.precision import choose
 from ..model.runner import device_count, runner
-from ..training.fine_tune import extraction_fn
+from .activations import extraction_fn
 from .batches import Job, Skipped, compute_missing
 
 log = logging.getLogger("retrain")

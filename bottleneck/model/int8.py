@@ -62,7 +62,7 @@ def quantize(concrete_fn, height: int, width: int, paths: list[Path], owner=None
     """Full-integer TFLite bytes of ``concrete_fn`` (float images -> float features), calibrated on ``paths``."""
     import tensorflow as tf
 
-    from ..export.tflite import representative_images
+    from ..data.images import representative_images
     from .tf_import import parked_stderr
 
     images = representative_images(paths, height, width, limit=len(paths))  # every calibration photo
@@ -129,7 +129,7 @@ class Int8Features:
     """
 
     def __init__(self, path, workers: int | None = None):
-        from ..export.tflite import make_interpreter
+        from .tf_import import make_interpreter
 
         try:
             model = Path(path).read_bytes()

@@ -68,7 +68,7 @@ def runner(module: FeatureModule, precision: Precision, model_dir=None, features
             raise ValueError("int8 runs the bottleneck alone")
         float_module = dataclasses.replace(module, identity=float_identity(module, precision))
         return Int8Features(module_artifact(float_module, model_dir))
-    from ..export.classifier import network_fn
+    from .traced import network_fn
 
     fn = features or network_fn(module)
     devices = gpu_devices() if devices is None else devices
@@ -119,7 +119,7 @@ class _TwoParts:
 
 def _split_graph(classifier):
     """(network, new layer) cut from a frozen graph at retrain.py's bottleneck tensor; None without one."""
-    from ..export.classifier import BOTTLENECK_NAME
+    from .traced import BOTTLENECK_NAME
 
     if classifier.wrapped is None or BOTTLENECK_NAME not in {node.name for node in classifier.graph_def.node}:
         return None
@@ -145,9 +145,9 @@ def _int8_graph(classifier, model_dir):
     import tensorflow as tf
 
     from ..errors import UserError
-    from ..export.classifier import BOTTLENECK_NAME
     from .inception_v3 import default_model_dir
     from .int8 import Int8Features, ensure_artifact
+    from .traced import BOTTLENECK_NAME
 
     split = _split_graph(classifier)
     if split is None:

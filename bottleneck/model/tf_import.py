@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 
 _TF_LOG_LEVEL = {"DEBUG": "0", "INFO": "2", "WARN": "2", "ERROR": "2", "FATAL": "3"}
 
@@ -114,3 +115,12 @@ def parked_stderr(replay: bool = False):
             if failed or replay:
                 parked.seek(0)
                 sys.stderr.write(parked.read().decode("utf-8", "replace"))
+
+
+def make_interpreter(model: bytes, num_threads: int | None = None):
+    """tf.lite.Interpreter for the model's bytes, without its deprecation notice and native chatter."""
+    import tensorflow as tf
+
+    with warnings.catch_warnings(), parked_stderr():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice that it moves to ai_edge_litert
+        return tf.lite.Interpreter(model_content=model, num_threads=num_threads or os.cpu_count() or 1)

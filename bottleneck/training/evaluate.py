@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cache.sets import SplitData
 from ..errors import EXIT_FAILURE, UserError
-from .layer import SplitData
 
 log = logging.getLogger("retrain")
 

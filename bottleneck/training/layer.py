@@ -14,18 +14,10 @@ from datetime import datetime
 
 import numpy as np
 
+from ..cache.sets import SplitData
 from ..config.settings import TrainSettings
 
 log = logging.getLogger("retrain")
-
-
-@dataclass
-class SplitData:
-    """Bottlenecks of one set, with the class index and source of each row."""
-
-    x: np.ndarray  # [N, D], float32 (float16 for very large sets, to bound memory)
-    y: np.ndarray  # [N] int32
-    names: list[str]  # image paths, for reports
 
 
 @dataclass
