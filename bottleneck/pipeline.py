@@ -1,6 +1,7 @@
-"""One retraining run, start to finish: walk -> split -> bottlenecks -> train -> evaluate -> export -> report.
+"""One retraining run, start to finish: walk -> bottlenecks -> sets -> train -> evaluate -> check -> export -> report.
 
-``retrain`` is the table of contents; each phase's detail lives in its own module.
+``retrain`` is the table of contents: one call per phase, each timed; each phase's detail lives in its own
+sub-package, and the phases below only hand the run's state from one to the next.
 """
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .cache.sets import load_sets
+from .cache.sets import load_trained_and_plain
 from .cache.store import BottleneckCache
 from .config.settings import ExportSettings, RetrainConfig
 from .console.notes import bounded
@@ -32,17 +33,31 @@ from .training.evaluate import check_accuracy_gate, final_test, pick_test_images
 from .training.layer import train_layer
 from .training.tensorboard import Summaries
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .cache.sets import SplitData
+    from .data.split import ClassSplit
+    from .data_checks.checks import Findings
+    from .extraction.batches import Skipped
+    from .extraction.bottlenecks import CachedImages
+    from .model.modules import FeatureModule
+    from .training.calibration import Scored
+    from .training.evaluate import FinalTest
+    from .training.fine_tune import FineTuneResult
+    from .training.layer import TrainedLayer
+
 log = logging.getLogger("retrain")
 
 
 @dataclass
 class RunResult:
     labels: list[str]
-    layer: object  # train.TrainedLayer
+    layer: TrainedLayer
     test_accuracy: float | None
     test_count: int
     counts: dict[str, dict[str, int]]  # label -> set -> images
-    skipped: list
+    skipped: list[Skipped]
     misclassified: list[tuple[str, str, str]]  # path, true label, predicted label
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict | None = None  # what the report's summary.json holds
@@ -50,28 +65,29 @@ class RunResult:
 
 @dataclass
 class Run:
-    """What one run knows, filled in phase by phase."""
+    """What one run knows, filled in phase by phase (each field names the phase that fills it)."""
 
     config: RetrainConfig
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     started: float = field(default_factory=time.perf_counter)
     classes: list[ImageClass] = field(default_factory=list)  # walk
-    labels: list[str] = field(default_factory=list)
-    splits: list = field(default_factory=list)  # split (again after skipped images): split.ClassSplit per class
-    module: Any = None  # the feature extractor (modules.FeatureModule), at the run's precision
-    activations: BottleneckCache | None = None  # fine-tuning's cache of activations at the cut
-    images: Any = None  # bottlenecks.CachedImages: content digests and skipped images
-    data: dict = field(default_factory=dict)  # set -> train.SplitData, as trained on (distorted copies included)
-    plain: dict = field(default_factory=dict)  # set -> train.SplitData, every image as it is
-    counts: dict = field(default_factory=dict)  # label -> set -> images
-    layer: Any = None  # train.TrainedLayer
-    tuned: Any = None  # fine_tune.FineTuneResult, with --fine_tune
-    test: Any = None  # the test images of the final accuracy (train.SplitData)
-    test_rows: Any = None  # their rows in data["testing"]
-    logits: tuple = ()  # (test, validation) logits of the final network
-    scored: Any = None  # calibration.ScoredRun: temperature and calibrated scores
-    result: Any = None  # evaluate.FinalTest
-    findings: Any = None  # data_checks' findings, unless --skip_data_checks
+    labels: list[str] = field(default_factory=list)  # walk
+    splits: list[ClassSplit] = field(default_factory=list)  # walk; split again in sets when images were skipped
+    module: FeatureModule | None = None  # load_network: the feature extractor at the run's precision
+    cache: BottleneckCache | None = None  # bottlenecks: open until the sets are read
+    activations: BottleneckCache | None = None  # bottlenecks, with --fine_tune: activations at the cut
+    images: CachedImages | None = None  # bottlenecks: content digests and skipped images
+    data: dict[str, SplitData] = field(default_factory=dict)  # sets: as trained on (distorted copies included)
+    plain: dict[str, SplitData] = field(default_factory=dict)  # sets: every image as it is
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # sets: label -> set -> images
+    layer: TrainedLayer | None = None  # training (replaced by fine-tuning's, then by the calibrated one)
+    tuned: FineTuneResult | None = None  # fine_tune
+    test: SplitData | None = None  # sets: the test images of the final accuracy (--test_batch_size of them)
+    test_rows: np.ndarray | None = None  # sets: their rows in data["testing"]
+    logits: tuple[np.ndarray, np.ndarray] = ()  # fine_tune or evaluate: (test, validation) logits
+    scored: Scored | None = None  # evaluate: temperature and calibrated scores
+    result: FinalTest | None = None  # evaluate
+    findings: Findings | None = None  # data_checks, unless --skip_data_checks
 
     @contextlib.contextmanager
     def phase(self, name: str):
@@ -89,12 +105,15 @@ def retrain(config: RetrainConfig) -> RunResult:
     with contextlib.ExitStack() as open_caches:  # fine-tuning reads its activations after the bottleneck phase
         with run.phase("bottlenecks"):
             cache_bottlenecks(run, open_caches)
+        with run.phase("sets"):
+            assemble_sets(run)
         with run.phase("training"):
             train_new_layer(run)
         if config.fine_tune.enabled:
             with run.phase("fine_tune"):
                 fine_tune_top_blocks(run)
-    evaluate(run)
+    with run.phase("evaluate"):
+        evaluate(run)
     if not config.report.skip_data_checks:
         with run.phase("data_checks"):
             check_data(run)
@@ -126,24 +145,48 @@ def load_network(run: Run) -> None:
 
 
 def cache_bottlenecks(run: Run, open_caches: contextlib.ExitStack) -> None:
-    """Every image's bottleneck in the cache, then the sets read from it."""
+    """Every image's bottleneck in the cache: looked up, imported or computed."""
     config, settings = run.config, run.config.bottlenecks
     if config.fine_tune.enabled:
-        run.activations = activation_cache(settings.bottleneck_dir, run.module, config.fine_tune.blocks,
-                                                     log.warning)
+        run.activations = activation_cache(settings.bottleneck_dir, run.module, config.fine_tune.blocks, log.warning)
         open_caches.callback(run.activations.close)
-    with contextlib.closing(BottleneckCache(settings.bottleneck_dir, run.module.identity, run.module.bottleneck_size,
-                                            log=log.warning)) as cache:
-        run.images = bottlenecks.ensure(settings, run.module, cache, run.classes, run.splits, run.activations,
-                                        config.fine_tune.blocks, show_progress=not config.run.quiet)
-        run.splits = resplit_readable(run.classes, run.splits, run.images.skipped, config)
-        dim = run.module.bottleneck_size
-        run.data = load_sets(cache, run.splits, run.images.digest_of, dim, settings.distortion, settings.copies)
-        # The data checks look at every image as it is, never at a distorted copy.
-        run.plain = load_sets(cache, run.splits, run.images.digest_of, dim) if settings.copies else run.data
+    run.cache = BottleneckCache(settings.bottleneck_dir, run.module.identity, run.module.bottleneck_size,
+                                log=log.warning)
+    open_caches.callback(run.cache.close)
+    run.images = bottlenecks.ensure(settings, run.module, run.cache, run.classes, run.splits, run.activations,
+                                    config.fine_tune.blocks, show_progress=not config.run.quiet)
+
+
+def assemble_sets(run: Run) -> None:
+    """The training, validation and test matrices from the cache, over the images that could be read."""
+    config, settings = run.config, run.config.bottlenecks
+    run.splits = resplit_readable(run.classes, run.splits, run.images.skipped, config)
+    run.data, run.plain = load_trained_and_plain(run.cache, run.splits, run.images.digest_of,
+                                                 run.module.bottleneck_size, settings.distortion, settings.copies)
     run.counts = check_usable(run.splits, run.images.skipped, config.run.strict)
     run.test, run.test_rows = pick_test_images(run.data["testing"], config.training.test_batch_size,
                                                config.training.seed)
+
+
+def train_new_layer(run: Run) -> None:
+    """Train the new softmax layer, with progress, TensorBoard summaries and intermediate graphs."""
+    config, module, labels, data = run.config, run.module, run.labels, run.data
+    save_intermediate = intermediate_saver(config.export, module, labels)
+    summaries = Summaries(config.report.summaries_dir)
+    summaries.settings({k: str(v) for k, v in config.flags().items()})
+    steps = config.training.steps
+    with Progress(steps, "Training", enabled=not config.run.quiet, interval_s=30) as bar:
+
+        def on_step(step, steps_done, weights, biases):
+            bar.update(steps_done)
+            if save_intermediate:
+                save_intermediate(step, weights, biases)
+
+        try:
+            run.layer = train_layer(data["training"], data["validation"], len(labels), config.training, summaries,
+                                    on_step, store_every=config.export.intermediate_store_frequency)
+        finally:
+            summaries.close()
 
 
 def fine_tune_top_blocks(run: Run) -> None:
@@ -234,25 +277,3 @@ def check_usable(splits, skipped, strict: bool) -> dict[str, dict[str, int]]:
     if empty:
         raise UserError(f"No usable training images left for class(es): {', '.join(empty)}.")
     return counts
-
-
-def train_new_layer(run: Run) -> None:
-    """Train the new softmax layer, with progress, TensorBoard summaries and intermediate graphs."""
-    config, module, labels, data = run.config, run.module, run.labels, run.data
-    save_intermediate = intermediate_saver(config.export, module, labels)
-    summaries = Summaries(config.report.summaries_dir)
-    summaries.settings({k: str(v) for k, v in config.flags().items()})
-    steps = config.training.steps
-    with Progress(steps, "Training", enabled=not config.run.quiet, interval_s=30) as bar:
-
-        def on_step(step, steps_done, weights, biases):
-            bar.update(steps_done)
-            if save_intermediate:
-                save_intermediate(step, weights, biases)
-
-        try:
-            run.layer = train_layer(data["training"], data["validation"], len(labels), config.training, summaries,
-                                    on_step, store_every=config.export.intermediate_store_frequency)
-        finally:
-            summaries.close()
-

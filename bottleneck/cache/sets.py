@@ -54,7 +54,23 @@ def set_entries(splits: list[ClassSplit], digest_of, distortion=None, copies: in
 def load_sets(cache: BottleneckCache, splits: list[ClassSplit], digest_of, dim: int,
               distortion=None, copies: int = 0) -> dict[str, SplitData]:
     """The bottlenecks of every set, read in one pass over the cache."""
-    sets = set_entries(splits, digest_of, distortion, copies)
+    return _read(cache, set_entries(splits, digest_of, distortion, copies), dim)
+
+
+def load_trained_and_plain(cache: BottleneckCache, splits: list[ClassSplit], digest_of, dim: int,
+                           distortion=None, copies: int = 0) -> tuple[dict[str, SplitData], dict[str, SplitData]]:
+    """The sets as trained on (training images as their distorted copies) and every image as it is, in one
+    pass over the cache: validation and test images are never distorted, so both share those matrices."""
+    plain = set_entries(splits, digest_of)
+    if not copies:
+        sets = _read(cache, plain, dim)
+        return sets, sets
+    sets = _read(cache, {**plain, "distorted": set_entries(splits, digest_of, distortion, copies)["training"]}, dim)
+    distorted = sets.pop("distorted")
+    return {**sets, "training": distorted}, sets
+
+
+def _read(cache: BottleneckCache, sets: dict, dim: int) -> dict[str, SplitData]:
     requests = [(entries, np.float16 if len(entries) * dim * 4 > FLOAT16_ABOVE_BYTES else np.float32)
                 for entries, _ys, _paths in sets.values()]
     outs = None
