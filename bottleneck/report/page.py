@@ -1,11 +1,11 @@
 """report.html: the run report as one self-contained page, with the images themselves.
 
-Everything is inside the file: CSS and the little JavaScript inline, the plots
-and thumbnails as ``data:`` URIs (small JPEGs), so it opens from disk in any
-browser with no server and no network.  Each thumbnail links to its original
-file on disk.  Every gallery has a cap, and says how many images it left out,
-so the page stays a few megabytes for 200,000 images; the CSV files hold the
-full lists.
+Everything is inside the file: the style and the little script (page.css and
+page.js, shipped beside this module) inline, the plots and thumbnails as
+``data:`` URIs (small JPEGs), so it opens from disk in any browser with no
+server and no network.  Each thumbnail links to its original file on disk.
+Every gallery has a cap, and says how many images it left out, so the page
+stays a few megabytes for 200,000 images; the CSV files hold the full lists.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,11 @@ class PageData:
     test: Predictions = field(default_factory=Predictions)
     validation: Predictions = field(default_factory=Predictions)
     findings: Any = None  # data_checks.Findings, when the data checks ran
+
+
+def _asset(name: str) -> str:
+    """page.css or page.js, shipped beside this module, to be inlined into the page."""
+    return files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
 def _e(value) -> str:
@@ -409,104 +415,13 @@ def write_page(report_dir, summary: dict, page: PageData) -> dict:
               f'{counts.get("total", 0):,} images in {n} classes · module '
               f'{_e(module.get("spec", module.get("identity", "")))}'
               f'</p><nav>{nav}</nav></header>')
+    # page.js marks the confusion-matrix cell whose images are shown (page.css's :target rule highlights the images).
     document = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-                f'content="width=device-width, initial-scale=1"><title>Retraining report</title><style>{_CSS}</style>'
+                f'content="width=device-width, initial-scale=1"><title>Retraining report</title>'
+                f'<style>\n{_asset("page.css")}</style>'
                 f"</head><body>{header}<main>{body}</main><footer>Written by retrain.py. Full lists: "
-                f"summary.json, suspected_label_errors.csv, duplicates.csv.</footer><script>{_JS}</script>"
+                f"summary.json, suspected_label_errors.csv, duplicates.csv.</footer>"
+                f'<script>\n{_asset("page.js")}</script>'
                 "</body></html>\n")
     write_text_atomic(report_dir / PAGE_FILE, document)
     return {"file": PAGE_FILE, "shown": shown, "left_out": left_out}
-
-
-_CSS = """
-:root{--fg:#1f2937;--mute:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--card:#fff;--blue:#2563eb;--red:#dc2626;
-  --amber:#d97706;--green:#059669}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
-  background:var(--bg)}
-header{background:#0f172a;color:#fff;padding:18px 28px 0;position:sticky;top:0;z-index:5;
-  box-shadow:0 2px 6px rgba(0,0,0,.15)}
-header h1{margin:0;font-size:20px}
-header .meta{margin:4px 0 10px;color:#cbd5e1;font-size:13px}
-nav{display:flex;flex-wrap:wrap;gap:4px}
-nav a{color:#e2e8f0;text-decoration:none;padding:7px 12px;border-radius:6px 6px 0 0;font-size:13px}
-nav a:hover{background:#1e293b}
-main{max-width:1280px;margin:0 auto;padding:8px 28px 40px}
-section{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:18px 22px;margin:18px 0;
-  scroll-margin-top:110px}
-h2{margin:0 0 12px;font-size:18px}
-h3{font-size:15px;margin:16px 0 8px}
-h3 small{color:var(--mute);font-weight:normal;margin-left:6px}
-h3.sub{border-bottom:1px solid var(--line);padding-bottom:4px;margin-top:22px}
-.hint{color:var(--mute);margin:4px 0 12px}
-.good-note{color:var(--green)}
-.cards{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:14px}
-.card{flex:1 1 170px;border:1px solid var(--line);border-radius:8px;padding:10px 14px;background:#fdfdfd}
-.card .k{color:var(--mute);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.card .v{font-size:24px;font-weight:600;margin:2px 0}
-.card .n{color:var(--mute);font-size:12px}
-.card.bad .v{color:var(--red)}
-.card.good .v{color:var(--green)}
-.banner{background:#fef2f2;border:1px solid #fecaca;color:#991b1b;padding:10px 14px;border-radius:8px;
-  margin-bottom:14px}
-table.metrics{border-collapse:collapse;min-width:520px}
-table.metrics th,table.metrics td{padding:5px 12px;border-bottom:1px solid var(--line);text-align:left}
-table.metrics thead th{font-size:12px;color:var(--mute);text-transform:uppercase}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.narrow{min-width:0}
-tr.total th,tr.total td{font-weight:600;border-top:2px solid var(--line)}
-td.f1{position:relative;min-width:90px}
-td.f1 .bar{position:absolute;left:0;top:6px;bottom:6px;background:#dbeafe;border-radius:3px;z-index:0}
-td.f1 span:last-child{position:relative}
-img.plot{max-width:100%;height:auto;border:1px solid var(--line);border-radius:6px}
-table.confusion{border-collapse:separate;border-spacing:3px}
-table.confusion th{font-weight:500;font-size:13px}
-th.row{text-align:right;padding-right:8px}
-th.col{vertical-align:bottom;padding-bottom:6px}
-th.corner{color:var(--mute);font-size:11px;text-align:right}
-td.cell{width:64px;height:44px;text-align:center;border-radius:5px;font-variant-numeric:tabular-nums;font-size:15px}
-td.cell a{display:block;line-height:44px;color:inherit;text-decoration:none;font-weight:600;border-radius:5px}
-td.cell a:hover,td.cell a.active{outline:3px solid #0f172a}
-td.zero{color:#cbd5e1;background:#f8fafc}
-.gallery{display:flex;flex-wrap:wrap;gap:10px}
-figure.thumb{margin:0;width:148px;background:#fff;border:1px solid var(--line);border-radius:8px;overflow:hidden;
-  box-shadow:0 1px 2px rgba(0,0,0,.05)}
-figure.thumb a{display:flex;align-items:center;justify-content:center;height:128px;background:#f1f5f9}
-figure.thumb img{max-width:148px;max-height:128px;display:block}
-figure.thumb figcaption{padding:5px 7px 7px;font-size:12px;display:flex;flex-direction:column;gap:1px}
-.lbl b{color:var(--red)}
-.lbl s{color:var(--mute)}
-.conf{color:var(--mute)}
-.file{color:#94a3b8;font-size:11px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.unreadable{font-size:11px;color:var(--mute);text-align:center;padding:8px}
-.group{padding:6px 10px 10px;border-radius:8px;scroll-margin-top:110px;border:2px solid transparent}
-.group:target,.group.active{border-color:var(--blue);background:#eff6ff}
-.arrow{color:var(--red)}
-.ok{color:var(--green)}
-.more{color:var(--mute);font-style:italic;margin:8px 0 0}
-.pairs{display:flex;flex-wrap:wrap;gap:14px}
-.pair{border:1px solid var(--line);border-radius:8px;padding:8px;background:#fafafa}
-.pair-head{font-size:12px;margin-bottom:6px;display:flex;gap:6px;align-items:center;flex-wrap:wrap}
-.pair-body{display:flex;gap:8px}
-.tag{font-size:11px;padding:1px 7px;border-radius:10px;background:#e5e7eb}
-.tag.bad{background:#fee2e2;color:#991b1b}
-.tag.warn{background:#fef3c7;color:#92400e}
-footer{text-align:center;color:var(--mute);font-size:12px;padding:10px 0 30px}
-code{background:#f1f5f9;padding:1px 5px;border-radius:4px}
-"""
-
-# Marks the confusion-matrix cell whose images are shown (the :target rule highlights the images themselves).
-_JS = """
-(function () {
-  function mark() {
-    var id = decodeURIComponent(location.hash.slice(1));
-    document.querySelectorAll('td.cell a.active').forEach(function (a) { a.classList.remove('active'); });
-    if (id.indexOf('cell-') === 0) {
-      var a = document.querySelector('td.cell a[data-cell="' + id.slice(5) + '"]');
-      if (a) { a.classList.add('active'); }
-    }
-  }
-  window.addEventListener('hashchange', mark);
-  mark();
-})();
-"""
