@@ -3,35 +3,26 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck.report.summary import (
-    CONFUSION_FILE,
-    CURVES_FILE,
-    SUMMARY_FILE,
-    ReportData,
-    build_summary,
-    human_summary,
-    overfitting_warning,
-    write_report,
-)
+from bottleneck.config.settings import RetrainConfig
+from bottleneck.extraction.batches import Skipped
+from bottleneck.model.modules import FeatureModule
+from bottleneck.report.console import human_summary
+from bottleneck.report.page import PAGE_FILE, PageData, Predictions
+from bottleneck.report.plots import CONFUSION_FILE, CURVES_FILE
+from bottleneck.report.summary import SUMMARY_FILE, ReportData, build_summary, overfitting_warning, write_report
+from bottleneck.training.layer import EvalPoint
 from bottleneck.training.metrics import confusion_matrix, per_class_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@dataclass
-class Point:  # the shape of train.EvalPoint, without importing TensorFlow-adjacent code
-    step: int
-    train_accuracy: float
-    cross_entropy: float
-    validation_accuracy: float | None
-    validation_count: int
+MODULE = FeatureModule(spec="inception_v3", identity="inception_v3@sha256:abc|[0,1]", height=299, width=299,
+                       bottleneck_size=2048, features=lambda images: images, classic_cache_suffixes=())
 
 
 # Three classes, 10 test images, a known confusion:
@@ -52,8 +43,8 @@ def healthy_history(steps=4000, every=10, seed=0, with_validation_loss=False):
         t = step / steps
         p_train = 0.95 - 0.6 * math.exp(-8 * t)
         p_val = 0.90 - 0.55 * math.exp(-8 * t)
-        point = Point(step, rng.binomial(100, p_train) / 100, 1.2 * math.exp(-5 * t) + 0.15 + rng.normal(0, 0.03),
-                      rng.binomial(100, p_val) / 100, 100)
+        point = EvalPoint(step, rng.binomial(100, p_train) / 100,
+                          1.2 * math.exp(-5 * t) + 0.15 + rng.normal(0, 0.03), rng.binomial(100, p_val) / 100, 100)
         if with_validation_loss:
             point.validation_cross_entropy = 1.3 * math.exp(-5 * t) + 0.25 + rng.normal(0, 0.03)
         history.append(point)
@@ -68,8 +59,8 @@ def overfitting_history(steps=4000, every=10, seed=0):
         t = step / steps
         p_train = min(0.999, 0.5 + 0.5 * t ** 0.5)
         p_val = 0.88 - 0.5 * math.exp(-10 * t) - 0.2 * max(0.0, t - 0.5) ** 1.0
-        history.append(Point(step, rng.binomial(100, p_train) / 100, 1.0 - 0.9 * t, rng.binomial(100, p_val) / 100,
-                             100))
+        history.append(EvalPoint(step, rng.binomial(100, p_train) / 100, 1.0 - 0.9 * t,
+                                 rng.binomial(100, p_val) / 100, 100))
     return history
 
 
@@ -83,9 +74,9 @@ def report_data(**overrides):
         counts={"a": {"training": 40, "validation": 5, "testing": 4},
                 "b": {"training": 30, "validation": 4, "testing": 3},
                 "c": {"training": 20, "validation": 3, "testing": 3}},
-        skipped=[("/data/a/broken.jpg", "not an image"), ("/data/c/empty.png", "empty file")],
+        skipped=[Skipped(Path("/data/a/broken.jpg"), "not an image"), Skipped(Path("/data/c/empty.png"), "empty file")],
         settings={"learning_rate": 0.01, "image_dir": Path("/data"), "steps": 200, "odd": float("nan")},
-        module={"spec": "inception_v3", "identity": "inception_v3@sha256:abc|[0,1]"},
+        module=MODULE,
         timings={"walk": 0.01234, "bottlenecks": 12.5, "training": 3.25, "export": 0.5},
     )
     values.update(overrides)
@@ -178,7 +169,7 @@ def test_write_report_files_and_numbers(tmp_path):
 
 
 def test_accuracies_are_derived_when_not_given(tmp_path):
-    history = [Point(0, 0.5, 1.0, 0.4, 10), Point(10, 0.8, 0.5, None, 0), Point(19, 0.9, 0.3, 0.75, 10)]
+    history = [EvalPoint(0, 0.5, 1.0, 0.4, 10), EvalPoint(10, 0.8, 0.5, None, 0), EvalPoint(19, 0.9, 0.3, 0.75, 10)]
     summary = build_summary(report_data(history=history))
     assert summary["accuracy"] == {"train": 0.9, "validation": 0.75, "test": 0.7, "test_count": 10}
     assert summary["training"] == {"evaluations": 3, "last_step": 19}
@@ -186,7 +177,7 @@ def test_accuracies_are_derived_when_not_given(tmp_path):
 
 def test_undefined_metrics_are_null_in_json(tmp_path):
     # Class c has no test images and is never predicted.
-    data = report_data(test_true=[0, 1, 1], test_predicted=[0, 1, 0], test_names=["x", "y", "z"])
+    data = report_data(test_true=np.array([0, 1, 1]), test_predicted=np.array([0, 1, 0]), test_names=["x", "y", "z"])
     summary = write_report(tmp_path, data)
     c = json.loads((tmp_path / SUMMARY_FILE).read_text())["per_class"]["c"]
     assert c == {"precision": None, "recall": None, "f1": None, "support": 0, "predicted": 0}
@@ -194,7 +185,8 @@ def test_undefined_metrics_are_null_in_json(tmp_path):
 
 
 def test_no_test_images_and_no_history(tmp_path):
-    data = report_data(history=[], test_true=[], test_predicted=[], test_names=[], skipped=[])
+    none = np.zeros(0, dtype=np.int64)
+    data = report_data(history=[], test_true=none, test_predicted=none, test_names=[], skipped=[])
     summary = write_report(tmp_path, data)
     assert summary["accuracy"] == {"train": None, "validation": None, "test": None, "test_count": 0}
     assert_png(tmp_path / CURVES_FILE)
@@ -203,30 +195,29 @@ def test_no_test_images_and_no_history(tmp_path):
     assert "not measured" in human_summary(summary)[0]
 
 
-def test_objects_and_dataclasses_are_accepted(tmp_path):
-    @dataclass
-    class Skipped:
-        path: Path
-        reason: str
-
-    @dataclass
-    class Config:
-        image_dir: Path
-        learning_rate: float
-
-    class Module:
-        spec, identity, height, width, bottleneck_size = "tiny", "tiny@1", 32, 32, 24
-
-        def features(self, x):  # must not end up in the JSON
-            return x
-
-    history = [{"step": 0, "train_accuracy": 0.5, "cross_entropy": 1.0, "validation_accuracy": 0.5,
-                "validation_count": 10, "validation_cross_entropy": 1.1}]
-    summary = build_summary(report_data(skipped=[Skipped(Path("/x.jpg"), "bad")], settings=Config(Path("/d"), 0.1),
-                                                 module=Module(), history=history))
+def test_the_runs_objects_become_plain_json():
+    history = [EvalPoint(0, 0.5, 1.0, 0.5, 10, validation_cross_entropy=1.1)]
+    settings = RetrainConfig().flags()
+    summary = build_summary(report_data(skipped=[Skipped(Path("/x.jpg"), "bad")], settings=settings, history=history))
     assert summary["skipped"] == [{"path": "/x.jpg", "reason": "bad"}]
-    assert summary["settings"] == {"image_dir": "/d", "learning_rate": 0.1}
-    assert summary["module"] == {"spec": "tiny", "identity": "tiny@1", "height": 32, "width": 32, "bottleneck_size": 24}
+    assert set(summary["settings"]) == set(settings) and "image_dir" in summary["settings"]
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary
+    # What identifies the module, not its function or weights.
+    assert summary["module"] == {"spec": "inception_v3", "identity": "inception_v3@sha256:abc|[0,1]", "height": 299,
+                                 "width": 299, "bottleneck_size": 2048}
+
+
+def test_the_page_inlines_its_style_and_script(tmp_path):
+    probabilities = np.eye(3, dtype=np.float32)[np.array(PRED)]
+    names = [f"/nowhere/img_{i}.jpg" for i in range(len(TRUE))]
+    page = PageData(Predictions(names, np.array(TRUE), probabilities), Predictions([], np.zeros(0, np.int64),
+                                                                                    np.zeros((0, 3), np.float32)))
+    summary = write_report(tmp_path, report_data(test_names=names, page=page))
+    text = (tmp_path / PAGE_FILE).read_text(encoding="utf-8")
+    css, js = ((files("bottleneck.report") / name).read_text(encoding="utf-8") for name in ("page.css", "page.js"))
+    assert f"<style>\n{css}</style>" in text and f"<script>\n{js}</script>" in text
+    assert "<link" not in text and "<script src" not in text  # one self-contained file
+    assert summary["files"]["page"] == PAGE_FILE and summary["page"]["shown"]["test_misclassified"] == 3
 
 
 def test_curves_with_validation_cross_entropy_and_long_history(tmp_path):
@@ -291,19 +282,19 @@ def test_no_overfitting_warning_on_healthy_noisy_curve(seed):
 def test_no_overfitting_warning_on_short_or_validationless_history():
     assert overfitting_warning([]) is None
     assert overfitting_warning(overfitting_history(steps=100, every=10)) is None  # too few evaluations to tell
-    no_validation = [Point(p.step, p.train_accuracy, p.cross_entropy, None, 0) for p in overfitting_history()]
+    no_validation = [EvalPoint(p.step, p.train_accuracy, p.cross_entropy, None, 0) for p in overfitting_history()]
     assert overfitting_warning(no_validation) is None
 
 
 def test_no_overfitting_warning_when_training_accuracy_falls_too():
     # Both curves fall (e.g. a too high learning rate): not over-fitting.
-    history = [Point(s, 0.95 - 0.2 * s / 1000, 0.3, 0.9 - 0.2 * s / 1000, 100) for s in range(0, 1000, 10)]
+    history = [EvalPoint(s, 0.95 - 0.2 * s / 1000, 0.3, 0.9 - 0.2 * s / 1000, 100) for s in range(0, 1000, 10)]
     assert overfitting_warning(history) is None
 
 
 def test_overfitting_warning_when_training_saturated():
     # Training stays at ~100% (tiny dip) while validation falls steadily.
-    history = [Point(s, 1.0 if s % 20 else 0.99, 0.01, 0.95 - 0.15 * s / 1000, 100) for s in range(0, 1000, 10)]
+    history = [EvalPoint(s, 1.0 if s % 20 else 0.99, 0.01, 0.95 - 0.15 * s / 1000, 100) for s in range(0, 1000, 10)]
     assert overfitting_warning(history) is not None
 
 
@@ -320,7 +311,7 @@ def test_human_summary_lines(tmp_path):
     # a: recall 1, b: recall 1/3, c: recall 2/3
     true = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     pred = [0, 0, 0, 1, 0, 2, 2, 2, 0]
-    data = report_data(test_true=true, test_predicted=pred, test_names=[str(i) for i in range(9)])
+    data = report_data(test_true=np.array(true), test_predicted=np.array(pred), test_names=[str(i) for i in range(9)])
     summary = build_summary(data, tmp_path)
     lines = human_summary(summary, worst=2)
     text = "\n".join(lines)
@@ -335,7 +326,7 @@ def test_human_summary_lines(tmp_path):
 
 
 def test_human_summary_perfect_run_lists_no_weak_classes(tmp_path):
-    summary = build_summary(report_data(test_predicted=TRUE, skipped=[], test_accuracy=None), tmp_path)
+    summary = build_summary(report_data(test_predicted=np.array(TRUE), skipped=[], test_accuracy=None), tmp_path)
     lines = human_summary(summary)
     assert lines[0] == "Test accuracy: 100.0% (N=10)"
     assert not any(line.startswith("  ") for line in lines)

@@ -192,7 +192,7 @@ def retrain_main(argv) -> int:
     def body():
         config = config_from_args(args)
         from ..pipeline import retrain
-        from ..report.summary import human_summary
+        from ..report.console import human_summary
 
         summary = retrain(config).summary
         # The short human summary is the command's result: stdout, even with --quiet.
@@ -291,7 +291,7 @@ def beam_bottlenecks_main(argv) -> int:
 
 def prepare_model_main(argv) -> int:
     """``python -m bottleneck prepare-model [--model_dir DIR]``: obtain and convert the built-in model now."""
-    from ..model.inception_v3 import default_model_dir, ensure_weights
+    from ..model.weights import default_model_dir, ensure_weights
 
     parser = argparse.ArgumentParser(prog="python -m bottleneck prepare-model",
                                      description="Obtain and convert the built-in Inception-v3 weights (once).")

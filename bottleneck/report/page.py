@@ -15,15 +15,18 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..atomic import write_text_atomic
+from ..data.images import BadImage, load_rgb_array
+from ..data_checks.checks import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings
 from ..training.metrics import matrix_from_summary
+from .plots import CONFUSION_FILE, CURVES_FILE
 
 PAGE_FILE = "report.html"
 THUMB_SIZE = 128  # longest side, pixels
@@ -43,16 +46,16 @@ MATRIX_MAX_CLASSES = 40  # above, the matrix is shown as the PNG with a list of 
 class Predictions:
     """One set's images with their class indices and the (calibrated) probabilities."""
 
-    names: Sequence[str] = ()
-    true: Any = ()
-    probabilities: Any = None  # [N, C]
+    names: list[str]
+    true: np.ndarray  # [N] class indices
+    probabilities: np.ndarray  # [N, C]
 
 
 @dataclass
 class PageData:
-    test: Predictions = field(default_factory=Predictions)
-    validation: Predictions = field(default_factory=Predictions)
-    findings: Any = None  # data_checks.Findings, when the data checks ran
+    test: Predictions
+    validation: Predictions
+    findings: Findings | None = None  # when the data checks ran
 
 
 def _asset(name: str) -> str:
@@ -66,10 +69,6 @@ def _e(value) -> str:
 
 def _thumbnail(path: str) -> str | None:
     """A data: URI of a small JPEG of the image, or None when it cannot be read."""
-    from PIL import Image
-
-    from ..data.images import BadImage, load_rgb_array
-
     try:
         pixels = load_rgb_array(path, THUMB_SIZE, THUMB_SIZE)
     except (BadImage, OSError):
@@ -187,7 +186,7 @@ def _confusion(summary: Mapping, report_dir: Path, matrix: np.ndarray, labels: l
     if matrix.sum() == 0:
         return "<p>No test images: no confusion matrix.</p>"
     if n > MATRIX_MAX_CLASSES:
-        uri = _png_uri(report_dir / "confusion_matrix.png")
+        uri = _png_uri(report_dir / CONFUSION_FILE)
         pairs = [(int(matrix[i, j]), i, j) for i in range(n) for j in range(n) if i != j and matrix[i, j]]
         pairs.sort(reverse=True)
         items = "".join(f'<li><a href="#cell-{i}-{j}">{_e(labels[i])} → {_e(labels[j])}</a>: {c}</li>'
@@ -244,7 +243,7 @@ def _caption(labels, preds: Predictions, r: int) -> str:
 def plan_test_cells(page: PageData, num_classes: int) -> dict:
     """(true, predicted) -> (rows shown, images in the cell), within the page's caps; misclassified first."""
     preds = page.test
-    if preds.probabilities is None or not len(preds.true):
+    if not len(preds.true):
         return {}
     true = np.asarray(preds.true)
     guess = np.asarray(preds.probabilities).argmax(axis=1)
@@ -270,7 +269,7 @@ def plan_test_cells(page: PageData, num_classes: int) -> dict:
 
 def _validation_gallery(thumbs, page: PageData, labels) -> tuple[str, int, int]:
     preds = page.validation
-    if preds.probabilities is None or not len(preds.true):
+    if not len(preds.true):
         return "<p>No validation images.</p>", 0, 0
     p = np.asarray(preds.probabilities)
     wrong = np.flatnonzero(p.argmax(axis=1) != np.asarray(preds.true))
@@ -283,9 +282,7 @@ def _validation_gallery(thumbs, page: PageData, labels) -> tuple[str, int, int]:
             f'{_left_out(len(wrong) - len(shown), "")}'), len(shown), len(wrong)
 
 
-def _label_error_gallery(thumbs, findings, shown) -> str:
-    from ..data_checks.checks import LABEL_ERRORS_CSV
-
+def _label_error_gallery(thumbs, findings: Findings, shown) -> str:
     if findings.out_of_fold is None:
         return f"<p>{_e(findings.note)}</p>"
     if not findings.label_errors:
@@ -301,9 +298,7 @@ def _label_error_gallery(thumbs, findings, shown) -> str:
             + _left_out(left, f"; all {len(findings.label_errors):,} are in {LABEL_ERRORS_CSV}"))
 
 
-def _pairs_gallery(thumbs, findings, shown, total) -> str:
-    from ..data_checks.checks import DUPLICATES_CSV
-
+def _pairs_gallery(thumbs, findings: Findings, shown, total) -> str:
     if not total:
         return ('<p class="good-note">No exact or near copies cross the training, validation and test sets or '
                 'classes.</p>')
@@ -344,7 +339,7 @@ def write_page(report_dir, summary: dict, page: PageData) -> dict:
     reported = findings.reported_pairs() if findings else []
     pairs = reported[:PAIRS_CAP]
     paths = [page.test.names[r] for shown, _t in plan.values() for r in shown]
-    if page.validation.probabilities is not None and len(page.validation.true):
+    if len(page.validation.true):
         p = np.asarray(page.validation.probabilities)
         wrong = np.flatnonzero(p.argmax(axis=1) != np.asarray(page.validation.true))
         wrong = wrong[np.argsort(-p[wrong].max(axis=1), kind="stable")][:VALIDATION_ERRORS_CAP]
@@ -381,7 +376,7 @@ def write_page(report_dir, summary: dict, page: PageData) -> dict:
     cal_note = f'<p class="hint">Confidence: {_e(cal.get("note", ""))}.</p>' if cal else ""
     sections.append(("summary", "Summary", banner + _cards(summary) + cal_note + _per_class_table(summary)
                      + _coverage_table(summary)))
-    curves = _png_uri(report_dir / "training_curves.png")
+    curves = _png_uri(report_dir / CURVES_FILE)
     sections.append(("curves", "Training curves",
                      f'<img class="plot" src="{curves}" alt="training curves">' if curves else "<p>No plot.</p>"))
     sections.append(("confusion", "Confusion matrix (test set)", _confusion(summary, report_dir, matrix, labels)))
