@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     from bottleneck.cache.store import BottleneckCache, Entry
     from bottleneck.data.walk import list_images
     from bottleneck.extraction.batches import Job, compute_missing
-    from bottleneck.model.inception_v3 import default_model_dir
     from bottleneck.model.modules import load_module
     from bottleneck.model.tf_import import quiet_tensorflow
+    from bottleneck.model.weights import default_model_dir
     from bottleneck.scale_out.beam_bottlenecks import create_bottlenecks, stage_model
 
     quiet_tensorflow("WARN")

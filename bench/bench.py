@@ -524,11 +524,11 @@ def main(argv=None) -> int:
         memory_child(directory, int(count), int(steps))
         return 0
 
-    from bottleneck.model import inception_v3
+    from bottleneck.model import weights
 
     if args.model_dir is None:
-        args.model_dir = str(inception_v3.default_model_dir())
-    if not inception_v3.weights_path(args.model_dir).is_file():
+        args.model_dir = str(weights.default_model_dir())
+    if not weights.weights_path(args.model_dir).is_file():
         say(f"bench.py: error: no converted Inception-v3 weights in {args.model_dir}; run the setup (or retrain.py "
             "once) to convert them, or pass --model_dir to a folder that has them.")
         return 2

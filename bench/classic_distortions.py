@@ -40,9 +40,9 @@ from bottleneck.cli.retrain import build_parser, config_from_args
 from bottleneck.data.images import load_rgb_array
 from bottleneck.data.split import split_class
 from bottleneck.data.walk import list_images
-from bottleneck.model.inception_v3 import default_model_dir
 from bottleneck.model.modules import load_module
 from bottleneck.model.traced import network_fn
+from bottleneck.model.weights import default_model_dir
 from bottleneck.pipeline import retrain
 from bottleneck.training.layer import balanced_sampler
 

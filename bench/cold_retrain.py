@@ -151,10 +151,10 @@ def main():
     from bottleneck.data.digest import file_digest
     from bottleneck.data.images import load_for_model
     from bottleneck.data.walk import list_images
-    from bottleneck.model.inception_v3 import default_model_dir, ensure_weights
     from bottleneck.model.modules import BUILTIN_MODULE, load_module
     from bottleneck.model.precision import choose
     from bottleneck.model.runner import runner, with_precision
+    from bottleneck.model.weights import default_model_dir, ensure_weights
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     ensure_weights(model_dir)  # the runs are cold in their caches, not in the download

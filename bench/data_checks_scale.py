@@ -25,8 +25,9 @@ from bottleneck.cache.store import BottleneckCache
 from bottleneck.data.split import split_classes
 from bottleneck.data.walk import list_images
 from bottleneck.data_checks import checks as data_checks
-from bottleneck.model.inception_v3 import CLASSIC_TOP_BLOCK, default_model_dir
+from bottleneck.model.inception_v3 import CLASSIC_TOP_BLOCK
 from bottleneck.model.modules import load_module
+from bottleneck.model.weights import default_model_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, write_result  # bench/machine.py, beside this script

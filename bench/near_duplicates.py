@@ -52,8 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("--photos", type=int, default=40)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    from bottleneck.model.inception_v3 import CLASSIC_TOP_BLOCK, default_model_dir
+    from bottleneck.model.inception_v3 import CLASSIC_TOP_BLOCK
     from bottleneck.model.modules import load_module
+    from bottleneck.model.weights import default_model_dir
 
     images, _labels = real_bottlenecks(args.image_dir, args.bottleneck_dir)
     unique = {}

@@ -26,10 +26,10 @@ from bottleneck.cache.sets import SplitData
 from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.data.walk import list_images
 from bottleneck.extraction.batches import Job, compute_missing
-from bottleneck.model.inception_v3 import default_model_dir
 from bottleneck.model.modules import BUILTIN_MODULE, load_module
 from bottleneck.model.precision import choose
 from bottleneck.model.runner import runner, with_precision
+from bottleneck.model.weights import default_model_dir
 from bottleneck.training.layer import TrainSettings, predict, train_layer
 
 FOLDS = 10

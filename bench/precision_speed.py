@@ -60,10 +60,10 @@ def main():
     from bottleneck.export.outputs import write_frozen_graph
     from bottleneck.extraction.batches import Job, compute_missing
     from bottleneck.label_image.engine import load_graph
-    from bottleneck.model.inception_v3 import default_model_dir
     from bottleneck.model.modules import BUILTIN_MODULE, load_module
     from bottleneck.model.precision import choose
     from bottleneck.model.runner import graph_runner, runner, with_precision
+    from bottleneck.model.weights import default_model_dir
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     listing = list_images(args.image_dir)

@@ -28,8 +28,9 @@ from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.data.split import split_class
 from bottleneck.data.walk import list_images
 from bottleneck.extraction.batches import Job, compute_missing
-from bottleneck.model.inception_v3 import TOP_BLOCKS, default_model_dir
+from bottleneck.model.inception_v3 import TOP_BLOCKS
 from bottleneck.model.modules import BUILTIN_MODULE, load_module
+from bottleneck.model.weights import default_model_dir
 from bottleneck.training.layer import TrainSettings, predict, train_layer
 
 FOLDS = 10

@@ -20,7 +20,7 @@ from bottleneck.cache.store import BottleneckCache
 from bottleneck.data.distort import Distortion
 from bottleneck.data.split import split_class
 from bottleneck.data.walk import list_images
-from bottleneck.model import inception_v3
+from bottleneck.model import inception_v3, weights
 from bottleneck.model.modules import PREPROCESSING
 from bottleneck.training.layer import TrainSettings, predict, train_layer
 
@@ -40,7 +40,7 @@ def main():
     distortion = Distortion(args.flip_left_right, args.random_crop, args.random_scale, args.random_brightness)
     listing = list_images(args.image_dir)
     splits = [split_class(c, 10, 10)[0] for c in listing.classes]
-    identity = f"{inception_v3.NAME}@sha256:{inception_v3.ARCHIVE_SHA256[:16]}|{PREPROCESSING}"
+    identity = f"{inception_v3.NAME}@sha256:{weights.ARCHIVE_SHA256[:16]}|{PREPROCESSING}"
     dim = inception_v3.BOTTLENECK_SIZE
     cache = BottleneckCache(args.bottleneck_dir, identity, dim)
     digest_of, _ = cache.digests([im.path for c in listing.classes for im in c.images])

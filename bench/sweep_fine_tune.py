@@ -21,7 +21,8 @@ import time
 from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
 
 from bottleneck.cli.retrain import build_parser, config_from_args
-from bottleneck.model.inception_v3 import TOP_BLOCKS, default_model_dir
+from bottleneck.model.inception_v3 import TOP_BLOCKS
+from bottleneck.model.weights import default_model_dir
 from bottleneck.pipeline import retrain
 
 BASE = ["--preset", "best", "--flip_left_right", "--random_crop", "10", "--random_scale", "10",

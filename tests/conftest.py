@@ -103,11 +103,11 @@ def retrain_args(tmp_path: Path, image_dir: Path, module: Path, *extra: str, ste
 @pytest.fixture(scope="session")
 def inception_model_dir() -> Path:
     """The converted built-in model: converted once per machine (the set-up script does it)."""
-    from bottleneck.model.inception_v3 import default_model_dir, weights_path
+    from bottleneck.model.weights import default_model_dir, weights_path
 
     model_dir = Path(os.environ.get("BOTTLENECK_MODEL_DIR", default_model_dir()))
     if not weights_path(model_dir).is_file():
-        from bottleneck.model.inception_v3 import ensure_weights
+        from bottleneck.model.weights import ensure_weights
 
         ensure_weights(model_dir)
     return model_dir

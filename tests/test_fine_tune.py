@@ -17,9 +17,9 @@ CLASSES = ("daisy", "roses", "sunflowers")
 
 @pytest.fixture(scope="module")
 def weights(inception_model_dir):
-    from bottleneck.model import inception_v3
+    from bottleneck.model.weights import load_weights, weights_path
 
-    return inception_v3.load_weights(inception_v3.weights_path(inception_model_dir))
+    return load_weights(weights_path(inception_model_dir))
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ def test_converted_inception_matches_the_original_network(inception_model_dir):
     import tensorflow as tf
 
     from bottleneck.model import inception_v3
+    from bottleneck.model.weights import load_weights, weights_path
 
-    weights = inception_v3.load_weights(inception_v3.weights_path(inception_model_dir))
+    weights = load_weights(weights_path(inception_model_dir))
     features = tf.function(inception_v3.build_feature_fn(weights))
     images = golden_images().astype(np.float32) / 255.0
     ours = features(tf.constant(images)).numpy()
@@ -28,13 +29,13 @@ def test_converted_inception_matches_the_original_network(inception_model_dir):
 
 def test_conversion_is_reproducible_from_the_archive(inception_model_dir, tmp_path):
     """The cached weights are exactly what converting the checked archive gives."""
-    from bottleneck.model import inception_v3
+    from bottleneck.model.weights import convert_archive, load_weights, weights_path
 
-    archive = Path(inception_model_dir) / inception_v3.NAME / "default_1.pt"
+    archive = weights_path(inception_model_dir).parent / "default_1.pt"
     if not archive.is_file():
         pytest.skip("the archive was removed after conversion")
-    fresh = inception_v3.convert_archive(archive)
-    cached = inception_v3.load_weights(inception_v3.weights_path(inception_model_dir))
+    fresh = convert_archive(archive)
+    cached = load_weights(weights_path(inception_model_dir))
     assert fresh.keys() == cached.keys()
     assert len([k for k in fresh if k.endswith("/kernel")]) == 94  # every conv of the network
     for key in fresh:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..model.inception_v3 import CLASSIC_TOP_BLOCK, MAX_TUNED_BLOCKS, TOP_BLOCKS, default_model_dir
+from ..model.inception_v3 import CLASSIC_TOP_BLOCK, MAX_TUNED_BLOCKS, TOP_BLOCKS
 from ..model.modules import BUILTIN_MODULE
 from ..model.precision import DEFAULT_PRECISION, PRECISIONS
+from ..model.weights import default_model_dir
 
 
 def setting(default=dataclasses.MISSING, help="", *, flag=None, factory=dataclasses.MISSING, **argparse_options):

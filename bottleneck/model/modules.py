@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data.digest import folder_digest
 from ..errors import UserError
-from . import inception_v3
+from . import inception_v3, weights
 from .tf_import import keras_registrations
 
 BUILTIN_MODULE = "inception_v3"  # the --tfhub_module value of the network this tool ships
@@ -65,9 +65,9 @@ def load_module(spec: str, model_dir, log=print, top_block: str = inception_v3.C
 
 
 def _builtin(model_dir, log, top_block: str) -> FeatureModule:
-    weights = inception_v3.load_weights(inception_v3.ensure_weights(model_dir, log))
+    arrays = weights.load_weights(weights.ensure_weights(model_dir, log))
     classic = top_block == inception_v3.CLASSIC_TOP_BLOCK
-    identity = f"{inception_v3.NAME}@sha256:{inception_v3.ARCHIVE_SHA256[:16]}|{PREPROCESSING}"
+    identity = f"{inception_v3.NAME}@sha256:{weights.ARCHIVE_SHA256[:16]}|{PREPROCESSING}"
     return FeatureModule(
         spec=BUILTIN_MODULE,
         # The classic bottleneck keeps the identity it always had, so existing caches stay valid.
@@ -75,10 +75,10 @@ def _builtin(model_dir, log, top_block: str) -> FeatureModule:
         height=inception_v3.INPUT_SIZE,
         width=inception_v3.INPUT_SIZE,
         bottleneck_size=inception_v3.bottleneck_size(top_block),
-        features=inception_v3.build_feature_fn(weights, top_block),
+        features=inception_v3.build_feature_fn(arrays, top_block),
         # The older retrain.py named its text files <image>_inception_v3.txt for this very graph (pool_3).
         classic_cache_suffixes=("inception_v3",) if classic else (),
-        weights=weights,
+        weights=arrays,
         top_block=top_block,
     )
 

@@ -145,9 +145,9 @@ def _int8_graph(classifier, model_dir):
     import tensorflow as tf
 
     from ..errors import UserError
-    from .inception_v3 import default_model_dir
     from .int8 import Int8Features, ensure_artifact
     from .traced import BOTTLENECK_NAME
+    from .weights import default_model_dir
 
     split = _split_graph(classifier)
     if split is None:
