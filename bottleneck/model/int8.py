@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_bytes_atomic, write_text_atomic
-from ..errors import UserError
+from ..data.digest import named_files_digest
+from ..errors import UserError, first_line
 
 log = logging.getLogger("retrain")
 
@@ -44,17 +45,10 @@ def calibration_paths(folder: Path = CALIBRATION_DIR) -> list[Path]:
                   key=lambda p: p.relative_to(folder).as_posix())
 
 
-def calibration_digest(paths: list[Path]) -> str:
-    """A digest of the calibration photos' names and bytes, so another set makes another artifact."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def artifact_path(model_dir, identity: str, paths: list[Path]) -> Path:
-    key = hashlib.sha256(f"{identity}\n{calibration_digest(paths)}".encode()).hexdigest()[:16]
+    # The calibration photos' names and bytes are part of the name, so another set makes another artifact.
+    photos = named_files_digest((path.name, path) for path in paths)
+    key = hashlib.sha256(f"{identity}\n{photos}".encode()).hexdigest()[:16]
     return Path(model_dir) / FOLDER / f"features-{key}.tflite"
 
 
@@ -80,7 +74,7 @@ def quantize(concrete_fn, height: int, width: int, paths: list[Path], owner=None
             warnings.simplefilter("ignore")
             return converter.convert()
     except Exception as exc:  # ConverterError and friends: an op that has no int8 kernel, say
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(f"Could not quantize the network to int8 for TensorFlow Lite: {first.rstrip('.')}.",
                         exit_code=1) from None
 
