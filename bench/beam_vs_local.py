@@ -1,6 +1,6 @@
 """Bottleneck creation: the local Beam pipeline against the tool's own extraction, on one machine, in one run.
 
-    .venv/bin/python bench/beam_vs_local.py --image_dir /path/to/flower_photos_dev [--json bench/results/x.json]
+    .venv/bin/python -m bench.beam_vs_local --image_dir /path/to/flower_photos_dev [--json bench/results/x.json]
 
 Each run starts from an empty cache and computes every image's bottleneck with the
 built-in Inception-v3 (float32), including hashing the files:
@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from machine import machine, write_result  # bench/machine.py, beside this script
+from bench.machine import command, machine, write_result
 
 
 def main(argv=None) -> int:
@@ -49,6 +48,7 @@ def main(argv=None) -> int:
     from bottleneck.scale_out.beam_bottlenecks import create_bottlenecks, stage_model
 
     quiet_tensorflow("WARN")
+    measured_on = machine()
     module = load_module("inception_v3", Path(args.model_dir) if args.model_dir else default_model_dir(),
                          log=lambda *_: None)
     paths = [im.path for c in list_images(args.image_dir).classes for im in c.images]
@@ -99,8 +99,8 @@ def main(argv=None) -> int:
     cpu = {kind: sum(r["cpu_seconds"] for r in runs if r["run"] == kind) for kind in ("tool", "beam")}
     cpu_per_image = {kind: cpu[kind] / (images * sum(r["run"] == kind for r in runs)) for kind in cpu}
     result = {
-        "machine": machine(),
-        "command": "python bench/beam_vs_local.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": measured_on,
+        "command": command(argv),
         "images": images,
         "runs": runs,
         "seconds": {"tool": round(tool_s, 2), "beam": round(beam_s, 2), "beam_one_off_export": round(export_s, 2)},

@@ -1,6 +1,6 @@
 """Cached distorted copies against the classic per-step distortions, on a short run.
 
-    .venv/bin/python bench/classic_distortions.py --image_dir PHOTOS \
+    .venv/bin/python -m bench.classic_distortions --image_dir PHOTOS \
         [--bottleneck_dir /tmp/bottleneck] [--model_dir DIR] [--json bench/results/classic-distortions-<data>.json]
 
 The classic script, with any distortion flag, gave up its cache: every training
@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
 
+from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cache.sets import load_sets
 from bottleneck.cache.store import DB_NAME, BottleneckCache
 from bottleneck.cli.retrain import build_parser, config_from_args
@@ -58,7 +58,7 @@ def main():
     p.add_argument("--json", default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    figures = {}
+    figures = {"command": command(), "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="bench-classic-") as tmp:
         tmp = Path(tmp)
         # Only the plain bottlenecks are carried over, so the copies are really computed.

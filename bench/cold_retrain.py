@@ -1,6 +1,6 @@
 """Does a cold retrain.py keep up with its own network?  A whole run's wall time against its forward passes.
 
-    .venv/bin/python bench/cold_retrain.py [--image_dir ../shared/datasets/flower_photos_dev] \
+    .venv/bin/python -m bench.cold_retrain [--image_dir ../shared/datasets/flower_photos_dev] \
         [--model_dir DIR] [--precision auto] [--runs 3] [--compare_with OTHER_CHECKOUT] [--json out.json]
 
 Measured in this one process, on one machine:
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import shutil
 import subprocess
@@ -45,8 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-# bench/machine.py, beside this script
-from machine import DEFAULT_IMAGE_DIR, commit_of, machine, rate_of, scratch_outputs, write_result
+from bench.machine import DEFAULT_IMAGE_DIR, command, commit_of, machine, rate_of, scratch_outputs, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 32
@@ -166,8 +164,8 @@ def main():
     step = max(1, len(paths) // (BATCH * BATCHES))  # photos from every class
     decoded = np.stack([load_for_model(path, module.height, module.width) for path in paths[::step][:BATCH * BATCHES]])
     batches = [decoded[i:i + BATCH] for i in range(0, len(decoded), BATCH)]
-    result = {"command": " ".join(sys.argv), "machine": machine(), "python": platform.python_version(),
-              "image_dir": args.image_dir, "images": len(paths), "distinct_images": len(distinct),
+    result = {"command": command(), "machine": machine(), "image_dir": args.image_dir, "images": len(paths),
+              "distinct_images": len(distinct),
               "precision": precision.name, "precision_reason": precision.reason, "batch": BATCH, "runs": []}
 
     checkouts = [REPO] + ([Path(args.compare_with).resolve()] if args.compare_with else [])

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the data checks and report.html cost, and what they find, on a warm retrain.py run.
 
-    .venv/bin/python bench/data_checks.py --image_dir ../shared/datasets/flower_photos_dev \\
+    .venv/bin/python -m bench.data_checks --image_dir ../shared/datasets/flower_photos_dev \\
         --bottleneck_dir DIR [--repeats 3] [--json bench/results/data-checks-MACHINE.json]
 
 ``--bottleneck_dir`` must already hold the set's bottlenecks (one earlier retrain.py run), so every
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import machine, write_result  # bench/machine.py, beside this script
+from bench.machine import command, machine, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 # Three test photos of flower_photos_dev that are not of their class, found by eye in an accuracy study.
@@ -32,13 +32,13 @@ WATCH = ("roses/14381787252_e8e12e277a_n.jpg", "tulips/14116780333_7836f4448c.jp
 
 def run_once(image_dir: Path, bottleneck_dir: Path, out: Path, skip: bool, seed: int,
              extra=()) -> tuple[float, dict]:
-    command = [sys.executable, str(REPO / "retrain.py"), f"--image_dir={image_dir}",
+    cmd = [sys.executable, str(REPO / "retrain.py"), f"--image_dir={image_dir}",
                f"--bottleneck_dir={bottleneck_dir}",
                f"--output_graph={out / 'graph.pb'}", f"--output_labels={out / 'labels.txt'}",
                f"--summaries_dir={out / 'logs'}", f"--checkpoint_path={out / 'ckpt' / 'ckpt'}",
                f"--random_seed={seed}", "--quiet", *extra] + (["--skip_data_checks"] if skip else [])
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"retrain.py failed ({result.returncode}):\n{result.stderr[-2000:]}")
@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--retrain_flag", action="append", default=[], help="Passed to retrain.py (repeatable).")
     args = p.parse_args(argv)
+    measured_on = machine()
     walls = {"with": [], "without": []}
     inside = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,8 +78,8 @@ def main(argv=None) -> int:
     without, with_ = statistics.median(walls["without"]), statistics.median(walls["with"])
     cal = full["calibration"]
     results = {
-        "command": " ".join([Path(sys.executable).name, "bench/data_checks.py"] + (argv or sys.argv[1:])),
-        "machine": machine(),
+        "command": command(argv),
+        "machine": measured_on,
         "shared_machine": True,
         "walls_s": walls,
         "median_wall_without_checks_s": round(without, 2),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Size and test-set accuracy of every export of one trained run, and how closely each agrees with the frozen graph.
 
-    .venv/bin/python bench/exports.py --graph=/tmp/output_graph.pb --labels=/tmp/output_labels.txt \
+    .venv/bin/python -m bench.exports --graph=/tmp/output_graph.pb --labels=/tmp/output_labels.txt \
         [--saved_model_dir=DIR] [--tflite=a.tflite --tflite=b.tflite ...] \
         --image_dir PHOTOS [--json bench/results/exports-<data>.json]
 
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import write_result  # bench/machine.py, beside this script
+
+from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,7 +80,7 @@ def saved_model_scores(directory: Path, labels, paths, batch_size) -> np.ndarray
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--image_dir", default=str(REPO.parent / "shared" / "datasets" / "flower_photos_dev"))
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR)
     p.add_argument("--graph", required=True, help="The run's --output_graph (.pb).")
     p.add_argument("--labels", required=True, help="The run's --output_labels.")
     p.add_argument("--saved_model_dir", default=None, help="The run's --saved_model_dir.")
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
     from bottleneck.model.tf_import import quiet_tensorflow
 
     quiet_tensorflow("WARN")
+    measured_on = machine()
     from bottleneck.export.tflite import load_tflite
     from bottleneck.label_image.engine import load_graph, read_labels
 
@@ -138,7 +140,8 @@ def main(argv=None) -> int:
     if args.json:
         for row in rows:
             del row["scores"]
-        write_result(args.json, {"test_images": len(paths), "rows": rows})
+        write_result(args.json, {"command": command(argv), "machine": measured_on, "test_images": len(paths),
+                                 "rows": rows})
     return 0
 
 

@@ -1,9 +1,12 @@
-"""What every benchmark shares: the record of the processor (model name and the flags that decide precision
-speed) and of the commit measured, the result file, and the timing of a function over batches."""
+"""What every benchmark shares: the one record of the machine a figure was measured on (processor, the flags
+that decide precision speed, cores, memory, TensorFlow, Python, load), the command line and commit measured,
+the result file, and the timing of a function over batches."""
 import json
 import os
 import platform
+import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,17 +16,31 @@ DEFAULT_IMAGE_DIR = str(Path(__file__).resolve().parents[2] / "shared/datasets/f
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
 
 
-def machine() -> dict:
-    from bottleneck.model.precision import cpu_flags
-
-    model = platform.processor() or platform.machine()
+def _cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
+                return line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> dict:
+    """The machine, as every result file records it; call it when the measurement starts (it notes the load)."""
+    from bottleneck.model.precision import cpu_flags
+
     flags = cpu_flags()
     try:
         import tensorflow as tf
@@ -32,10 +49,30 @@ def machine() -> dict:
         gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     except ImportError:
         tf_version, gpus = None, []
-    return {"cpu_model": model, "cores": os.cpu_count(), "flags": {f: f in flags for f in RELEVANT_FLAGS},
-            "tensorflow": tf_version, "gpus": gpus,
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_model": _cpu_model(), "cores": usable, "logical_cpus": os.cpu_count(),
+            "flags": {f: f in flags for f in RELEVANT_FLAGS}, "ram_gb": _ram_gb(),
+            "tensorflow": tf_version, "gpus": gpus, "python": platform.python_version(),
             # Other work on the same cores slows every figure: the load when the measurement began says how much.
             "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
+
+
+def machine_name(record: dict) -> str:
+    """The short name that result files carry, e.g. ``amd-epyc-avx512bf16-2core``: processor model, the native
+    bfloat16 flag where there is one (it changes every precision figure), cores, and GPUs if any."""
+    model = re.sub(r"\((r|tm)\)|cpu @.*|processor", " ", record["cpu_model"].lower())
+    parts = [re.sub(r"[^a-z0-9]+", "-", model).strip("-")]
+    parts += [flag.replace("_", "") for flag in ("amx_bf16", "avx512_bf16") if record["flags"].get(flag)][:1]
+    parts.append(f"{record['cores']}core")
+    if record["gpus"]:
+        parts.append(f"{len(record['gpus'])}gpu")
+    return "-".join(parts)
+
+
+def command(argv=None) -> str:
+    """The command line that ran this benchmark, as it is typed from the repository root."""
+    script = Path(sys.argv[0]).stem
+    return " ".join([".venv/bin/python", "-m", f"bench.{script}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def scratch_outputs(folder) -> list[str]:
@@ -55,11 +92,16 @@ def commit_of(checkout) -> str:
                           text=True).stdout.strip()
 
 
-def write_result(path, result: dict | list, indent: int = 2) -> None:
-    """Write a benchmark's result as JSON, making its folder (bench/results/ by convention)."""
+def write_result(path, result: dict, indent: int = 2) -> None:
+    """Write a benchmark's result as JSON, making its folder (bench/results/ by convention).
+
+    Every result carries the machine it was measured on, so a figure never stands without it.
+    """
+    if "machine" not in result:
+        raise ValueError("a benchmark result must carry machine(), the record of where it was measured")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=indent) + "\n")
+    path.write_text(json.dumps(result, indent=indent, default=str) + "\n")
 
 
 def rate_of(fn, batches) -> tuple[float, float]:
@@ -76,3 +118,7 @@ def rate_of(fn, batches) -> tuple[float, float]:
         np.asarray(fn(batch))
     images = sum(len(b) for b in batches)
     return images / (time.perf_counter() - started), (time.process_time() - cpu) / images
+
+
+if __name__ == "__main__":  # python -m bench.machine: this machine's name, for naming a result file
+    print(machine_name(machine()))

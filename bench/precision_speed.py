@@ -1,6 +1,6 @@
 """How fast does each --precision run the network, and does decoding keep up?  One process, ratios.
 
-    .venv/bin/python bench/precision_speed.py [--image_dir ../shared/datasets/flower_photos_dev] \
+    .venv/bin/python -m bench.precision_speed [--image_dir ../shared/datasets/flower_photos_dev] \
         [--model_dir DIR] [--images 256] [--json out.json]
 
 Measured in this one process, on the built-in Inception-v3 (classic pool_3), batch 32:
@@ -14,7 +14,7 @@ Measured in this one process, on the built-in Inception-v3 (classic pool_3), bat
 4. label_image.py's path: the frozen graph that retrain.py exports, run at
    float32 and bfloat16, to check that the bfloat16 rewrite reaches it.
 
-A whole cold retrain.py against its network alone is bench/cold_retrain.py.
+A whole cold retrain.py against its network alone is python -m bench.cold_retrain.
 
 bfloat16 is forced for the figures of 1-4 (emulated on a processor without it).
 Everything is written into a temporary folder that is removed at the end.
@@ -24,15 +24,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, machine, rate_of, write_result  # bench/machine.py, beside this script
+
+from bench.machine import DEFAULT_IMAGE_DIR, command, machine, rate_of, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,8 +72,7 @@ def main():
     paths = [all_paths[i] for i in pick]
     forced = {name: choose(name, flags=frozenset({"avx512_bf16"}), gpus=[]) for name in PRECISIONS}
     module = load_module(BUILTIN_MODULE, model_dir)
-    result = {"command": " ".join(sys.argv), "machine": machine(), "python": platform.python_version(),
-              "image_dir": args.image_dir, "batch": BATCH, "figures": {}}
+    result = {"command": command(), "machine": machine(), "image_dir": args.image_dir, "batch": BATCH, "figures": {}}
     figures = result["figures"]
 
     def say(text):

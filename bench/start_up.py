@@ -1,6 +1,6 @@
 """What the commands cost whatever the data: wall times of short runs, where start-up and fixed costs dominate.
 
-    .venv/bin/python bench/start_up.py [--image_dir ../shared/datasets/flower_photos_dev] [--runs 5] \
+    .venv/bin/python -m bench.start_up [--image_dir ../shared/datasets/flower_photos_dev] [--runs 5] \
         [--compare_with OTHER_CHECKOUT] [--json out.json]
 
 Three commands, each in a fresh process as a user or a cron job starts it:
@@ -18,7 +18,6 @@ measured under the same load; medians are reported.
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-# bench/machine.py, beside this script
-from machine import DEFAULT_IMAGE_DIR, commit_of, machine, scratch_outputs, write_result
+from bench.machine import DEFAULT_IMAGE_DIR, command, commit_of, machine, scratch_outputs, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "flower_photos"
@@ -52,6 +50,7 @@ def main():
     p.add_argument("--compare_with", default=None, help="another checkout whose commands alternate with this one's")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    measured_on = machine()
 
     checkouts = [REPO] + ([Path(args.compare_with).resolve()] if args.compare_with else [])
     times = {str(c): {"cold-sample": [], "warm-rerun": [], "label-one": []} for c in checkouts}
@@ -83,8 +82,7 @@ def main():
         this, other = medians[str(checkouts[0])], medians[str(checkouts[1])]
         print("this checkout ÷ the other: " + ", ".join(f"{k} {this[k] / other[k]:.2f}" for k in this))
     if args.json:
-        write_result(args.json, {"command": " ".join(sys.argv), "machine": machine(),
-                                 "python": platform.python_version(), "image_dir": args.image_dir,
+        write_result(args.json, {"command": command(), "machine": measured_on, "image_dir": args.image_dir,
                                  "sample": str(SAMPLE.relative_to(REPO)), "photo": str(ONE_PHOTO.relative_to(REPO)),
                                  "commits": commits, "seconds": times, "medians": medians})
 

@@ -1,6 +1,6 @@
 """Does --fine_tune help, and with which settings?
 
-    .venv/bin/python bench/sweep_fine_tune.py --bottleneck_dir /tmp/bottleneck [--model_dir DIR] \
+    .venv/bin/python -m bench.sweep_fine_tune --bottleneck_dir /tmp/bottleneck [--model_dir DIR] \
         --image_dir PHOTOS [--json bench/results/fine-tune-<layer>-<data>.json] [--setting NAME ...]
 
 Each setting is one full ``retrain.retrain`` run (head on cached bottlenecks,
@@ -18,8 +18,7 @@ import logging
 import tempfile
 import time
 
-from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
-
+from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cli.retrain import build_parser, config_from_args
 from bottleneck.model.inception_v3 import TOP_BLOCKS
 from bottleneck.model.weights import default_model_dir
@@ -54,6 +53,7 @@ def main():
     p.add_argument("--json", default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    measured_on = machine()
     rows = []
     print(f"{'setting':46} {'val before':>10} {'val after':>9} {'kept':>5} {'test':>6} {'fine-tune s':>11}")
     for name in args.setting:
@@ -80,7 +80,7 @@ def main():
         print(f"{name:46} {before:>10} {row['validation_after'] * 100:9.1f} {str(row['kept']):>5} "
               f"{row['test'] * 100:6.1f} {row['fine_tune_s']:11.0f}", flush=True)
     if args.json:
-        write_result(args.json, rows)
+        write_result(args.json, {"command": command(), "machine": measured_on, "rows": rows})
 
 
 if __name__ == "__main__":
