@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bottleneck.training import calibration
+from bottleneck.training import calibration, numerics
 from bottleneck.training.layer import TrainedLayer
 
 
@@ -10,7 +10,7 @@ def _overconfident(n=4000, classes=5, true_t=2.5, seed=0):
     """Logits whose labels are drawn from softmax(logits / true_t): the raw softmax is over-confident."""
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 4, size=(n, classes))
-    p = calibration.softmax(logits, true_t)
+    p = numerics.softmax_float64(logits, true_t)
     y = np.array([rng.choice(classes, p=row) for row in p])
     return logits, y
 
@@ -23,7 +23,7 @@ def test_the_fitted_temperature_recovers_the_one_that_made_the_labels():
 def test_scaling_lowers_the_calibration_error_and_keeps_every_prediction():
     logits, y = _overconfident(seed=1)
     t = calibration.fit_temperature(logits[:2000], y[:2000])  # fitted on one half, judged on the other
-    raw, scaled = calibration.softmax(logits[2000:]), calibration.softmax(logits[2000:], t)
+    raw, scaled = numerics.softmax_float64(logits[2000:]), numerics.softmax_float64(logits[2000:], t)
     before = calibration.expected_calibration_error(raw, y[2000:])
     after = calibration.expected_calibration_error(scaled, y[2000:])
     assert after < before / 2
@@ -35,8 +35,8 @@ def test_the_scaled_layer_computes_softmax_of_logits_over_t():
     layer = TrainedLayer(rng.normal(size=(6, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32))
     x = rng.normal(size=(10, 6)).astype(np.float32)
     scaled = calibration.scaled_layer(layer, 1.7)
-    np.testing.assert_allclose(calibration.softmax(calibration.layer_logits(scaled, x)),
-                               calibration.softmax(calibration.layer_logits(layer, x), 1.7), atol=1e-5)
+    np.testing.assert_allclose(numerics.softmax_float64(numerics.layer_logits(scaled, x)),
+                               numerics.softmax_float64(numerics.layer_logits(layer, x), 1.7), atol=1e-5)
 
 
 def test_too_few_validation_images_fit_no_temperature():

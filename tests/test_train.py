@@ -4,7 +4,8 @@ import pytest
 
 from bottleneck.cache.sets import SplitData
 from bottleneck.cli.retrain import build_parser, config_from_args
-from bottleneck.training.layer import TrainSettings, balanced_sampler, predict, train_layer
+from bottleneck.training.layer import TrainSettings, balanced_sampler, train_layer
+from bottleneck.training.numerics import layer_probabilities
 
 
 def _blobs(n_per_class, dim=16, classes=3, seed=0, spread=1.0):
@@ -16,7 +17,7 @@ def _blobs(n_per_class, dim=16, classes=3, seed=0, spread=1.0):
 
 
 def _accuracy(layer, data):
-    return (predict(layer, data.x).argmax(1) == data.y).mean()
+    return (layer_probabilities(layer, data.x).argmax(1) == data.y).mean()
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .numerics import cross_entropy, softmax_float64
+
 # Fewer validation images than this give a temperature that mostly fits noise, so none is fitted.
 MIN_VALIDATION_IMAGES = 50
 # Bounds of the search: a validation set the layer gets all right would otherwise drive T towards 0.
@@ -23,19 +25,6 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 10.0
 ECE_BINS = 15
 # The thresholds the report and label_image.py --evaluate show accuracy and coverage for.
 COVERAGE_THRESHOLDS = (0.0, 0.5, 0.7, 0.9)
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return np.exp(log_softmax(np.asarray(logits, np.float64) / temperature))
-
-
-def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
-    return float(-log_softmax(logits / temperature)[np.arange(len(y)), y].mean())
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -49,16 +38,16 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     lo, hi = math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)
     ratio = (math.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = _nll(logits, y, math.exp(a)), _nll(logits, y, math.exp(b))
+    fa, fb = cross_entropy(logits / math.exp(a), y), cross_entropy(logits / math.exp(b), y)
     for _ in range(60):
         if fa <= fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = _nll(logits, y, math.exp(a))
+            fa = cross_entropy(logits / math.exp(a), y)
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = _nll(logits, y, math.exp(b))
+            fb = cross_entropy(logits / math.exp(b), y)
     return float(math.exp((lo + hi) / 2))
 
 
@@ -121,8 +110,8 @@ def ece_before_after(calibration: Calibration, sets: dict[str, tuple[np.ndarray,
     out = {}
     for name, (logits, y) in sets.items():
         if len(y):
-            out[name] = {"before": expected_calibration_error(softmax(logits), y),
-                         "after": expected_calibration_error(softmax(logits, calibration.temperature), y),
+            out[name] = {"before": expected_calibration_error(softmax_float64(logits), y),
+                         "after": expected_calibration_error(softmax_float64(logits, calibration.temperature), y),
                          "count": int(len(y))}
     return out
 
@@ -143,9 +132,9 @@ def score_run(enabled: bool, validation_logits: np.ndarray, validation_y: np.nda
     calibration = calibrate(enabled, validation_logits, validation_y)
     calibration.ece = ece_before_after(calibration, {"validation": (validation_logits, validation_y),
                                                      "testing": (test_logits, test_y)})
-    validation = softmax(validation_logits, calibration.temperature) if len(validation_y) else \
+    validation = softmax_float64(validation_logits, calibration.temperature) if len(validation_y) else \
         np.zeros((0, test_logits.shape[1] if test_logits.ndim == 2 else 0))
-    test = softmax(test_logits, calibration.temperature)
+    test = softmax_float64(test_logits, calibration.temperature)
     summary = calibration.as_dict()
     summary["coverage"] = coverage_table(test.max(axis=1), test.argmax(axis=1) == test_y) if len(test_y) else []
     return Scored(calibration, validation.astype(np.float32), test.astype(np.float32), summary)
@@ -160,12 +149,6 @@ def scaled_layer(layer, temperature: float):
     t = np.float32(temperature)
     return dataclasses.replace(layer, weights=(layer.weights / t).astype(np.float32),
                                biases=(layer.biases / t).astype(np.float32))
-
-
-def layer_logits(layer, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """x W + b for bottlenecks ``x``, in chunks to bound memory."""
-    parts = [x[s:s + chunk].astype(np.float32) @ layer.weights + layer.biases for s in range(0, len(x), chunk)]
-    return np.concatenate(parts) if parts else np.zeros((0, layer.biases.shape[0]), np.float32)
 
 
 def logits_from_probabilities(probabilities: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..cache.sets import SplitData
 from ..config.settings import TrainSettings
+from .numerics import cross_entropy, softmax
 
 log = logging.getLogger("retrain")
 
@@ -84,9 +85,9 @@ def train_layer(
 
     rng = np.random.default_rng(settings.seed)
     dim = train.x.shape[1]
-    weights = _truncated_normal(rng, (dim, num_classes), 0.001)
+    weights = truncated_normal(rng, (dim, num_classes), 0.001)
     biases = np.zeros(num_classes, np.float32)
-    update = _optimizer(settings, [weights, biases])
+    update = optimizer_update(settings, [weights, biases])
     sample_train = balanced_sampler(train.y, num_classes, rng)
     every_row = np.arange(len(train.y))  # --train_batch_size -1: the whole training set, as the classic script read it
     ends = set(_chunk_ends(settings.steps, [settings.eval_step_interval, store_every]))
@@ -102,7 +103,7 @@ def train_layer(
             if settings.dropout > 0:
                 keep = rng.random(x.shape, dtype=np.float32) >= settings.dropout
                 inputs = np.where(keep, x / np.float32(1.0 - settings.dropout), np.float32(0))
-            probabilities = _softmax(inputs @ weights + biases)
+            probabilities = softmax(inputs @ weights + biases)
             delta = (probabilities - _targets(y, num_classes, settings.label_smoothing)) / len(y)
             grad_w = (delta.T @ inputs).T  # the same product; BLAS runs this orientation twice as fast
             if settings.weight_decay > 0:
@@ -152,18 +153,12 @@ def train_layer(
     return layer
 
 
-def _truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndarray:
+def truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndarray:
     """Normal values redrawn until within two standard deviations, like tf.truncated_normal."""
     values = rng.normal(0.0, stddev, size=shape)
     while (outside := np.abs(values) > 2 * stddev).any():
         values[outside] = rng.normal(0.0, stddev, size=int(outside.sum()))
     return values.astype(np.float32)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _targets(y: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
@@ -172,13 +167,6 @@ def _targets(y: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
     if smoothing > 0:
         targets = targets * np.float32(1.0 - smoothing) + np.float32(smoothing / num_classes)
     return targets
-
-
-def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    """Mean softmax cross-entropy of ``logits`` against class indices ``y``."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(y)), y].mean())
 
 
 def _metrics(x, y, weights, biases):
@@ -205,7 +193,7 @@ class _BestSoFar:
         return self.waited >= self.patience
 
 
-def _optimizer(settings: TrainSettings, variables):
+def optimizer_update(settings: TrainSettings, variables):
     """update(gradients, step), in place: plain SGD, momentum (0.9) or Adam."""
     lr = np.float32(settings.learning_rate)
     if settings.optimizer == "sgd":
@@ -237,9 +225,3 @@ def _optimizer(settings: TrainSettings, variables):
         return update
     raise ValueError(f"unknown optimizer {settings.optimizer!r}")
 
-
-def predict(layer: TrainedLayer, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Class probabilities for bottlenecks ``x``, in chunks to bound memory."""
-    out = [_softmax(x[start : start + chunk].astype(np.float32) @ layer.weights + layer.biases)
-           for start in range(0, len(x), chunk)]
-    return np.concatenate(out) if out else np.zeros((0, layer.biases.shape[0]), np.float32)
