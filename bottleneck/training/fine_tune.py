@@ -16,11 +16,12 @@ Validation accuracy and cross-entropy are measured on the whole validation set
 before the first step and at every evaluation; the parameters with the lowest
 validation cross-entropy are kept, which are the starting ones when
 fine-tuning did not help.
+
+Running the tuned network lives in ``tuned_network.py``; fine-tuning as a
+phase of a run, with its log lines and summary, in ``fine_tune_run.py``.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,33 +29,15 @@ from datetime import datetime
 
 import numpy as np
 
-from ..cache.sets import set_entries
-from ..cache.store import BottleneckCache, Entry
-from ..config.settings import FineTuneSettings, RetrainConfig, TrainSettings
-from ..console.progress import Progress
-from ..data.split import ClassSplit
-from ..extraction.activations import activation_shape
+from ..config.settings import FineTuneSettings, TrainSettings
 from ..model import inception_v3
-from ..model.modules import FeatureModule
-from .layer import TrainedLayer, balanced_sampler, cross_entropy
+from .layer import TrainedLayer, balanced_sampler
+from .numerics import cross_entropy
+from .tuned_network import ActivationSet, infer_set
 
 log = logging.getLogger("retrain")
 
 EVALUATIONS = 20  # validation passes spread over a fine-tuning run
-
-
-@dataclass
-class ActivationSet:
-    """One set's cached activations at the cut, read from the cache a batch at a time."""
-
-    cache: BottleneckCache
-    entries: list[Entry]
-    y: np.ndarray  # [N] class indices
-    shape: tuple[int, int, int]  # of one image's activations
-
-    def rows(self, indices) -> np.ndarray:
-        flat = self.cache.fetch([self.entries[i] for i in indices])
-        return flat.reshape((len(flat),) + self.shape)
 
 
 @dataclass
@@ -138,7 +121,7 @@ def fine_tune(
     def evaluate(step, train_accuracy=None, train_loss=None) -> FineTunePoint:
         point = FineTunePoint(step, train_accuracy, train_loss, None, None)
         if len(validation.y):
-            logits = predict_logits(infer, validation, settings.batch_size)
+            logits = infer_set(infer, validation, settings.batch_size)
             point.validation_accuracy = float((logits.argmax(axis=1) == validation.y).mean())
             point.validation_cross_entropy = cross_entropy(logits, validation.y)
         return point
@@ -179,41 +162,6 @@ def fine_tune(
     return FineTuneResult(tuned, final, before, best, history, time.perf_counter() - started)
 
 
-def predict_logits(infer, data: ActivationSet, batch_size: int) -> np.ndarray:
-    chunks = [infer(data.rows(range(start, min(start + batch_size, len(data.y))))).numpy()
-              for start in range(0, len(data.y), batch_size)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-
-
-def classify(weights: dict[str, np.ndarray], blocks: int, layer: TrainedLayer, data: ActivationSet,
-             top: str = inception_v3.CLASSIC_TOP_BLOCK, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities for cached activations through (fine-tuned) top blocks and layer."""
-    import tensorflow as tf
-
-    _lower, upper = inception_v3.split_network(weights, blocks, top=top)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *data.shape], tf.float32)], autograph=False)
-    def infer(activations):
-        return tf.nn.softmax(tf.matmul(upper(activations), layer.weights) + layer.biases)
-
-    return predict_logits(infer, data, batch_size)
-
-
-def tuned_module(module: FeatureModule, weights: dict[str, np.ndarray], blocks: int) -> FeatureModule:
-    """The feature module whose top blocks carry the fine-tuned weights, for every export."""
-    digest = hashlib.sha256()
-    for name in inception_v3.tuned_parameter_names(weights, blocks, module.top_block):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(weights[name]).tobytes())
-    return dataclasses.replace(
-        module,
-        identity=f"{module.identity}|fine-tuned:{digest.hexdigest()[:16]}",
-        features=inception_v3.build_feature_fn(weights, module.top_block),
-        weights=weights,
-        classic_cache_suffixes=(),
-    )
-
-
 def _log_point(point: FineTunePoint, when: str) -> None:
     now = datetime.now()
     if point.train_accuracy is not None:
@@ -222,59 +170,3 @@ def _log_point(point: FineTunePoint, when: str) -> None:
     if point.validation_accuracy is not None:
         log.info("%s: Fine-tune %s: Validation accuracy = %.1f%%, cross entropy = %f", now, when,
                  point.validation_accuracy * 100, point.validation_cross_entropy)
-
-
-def run(config: RetrainConfig, module: FeatureModule, layer: TrainedLayer, activations: BottleneckCache,
-        splits: list[ClassSplit], digest_of, num_classes: int, test_pick: np.ndarray):
-    """Fine-tune within a run; returns the result, the module to export and the test and validation images'
-    probabilities."""
-    blocks, training = config.fine_tune.blocks, config.training
-    sets = set_entries(splits, digest_of, config.bottlenecks.distortion, config.bottlenecks.copies)
-    shape = activation_shape(module.weights, blocks, module.top_block)
-    train_set, validation_set = (ActivationSet(activations, sets[s][0], sets[s][1], shape)
-                                 for s in ("training", "validation"))
-    test_entries, test_y, _paths = sets["testing"]
-    test_set = ActivationSet(activations, [test_entries[i] for i in test_pick], test_y[test_pick], shape)
-    settings = config.fine_tune
-    log.info("Fine-tuning %s with the new layer: %d steps of %d images.",
-             " and ".join(inception_v3.tuned_blocks_below(module.top_block, blocks)), settings.steps,
-             settings.batch_size)
-    if training.dropout == 0 and training.label_smoothing == 0:
-        log.warning("Fine-tuning without --dropout or --label_smoothing seldom helps: the new layer already fits "
-                    "the training images, leaving almost no gradient (docs/fine-tuning.md).")
-    with Progress(settings.steps, "Fine-tuning", enabled=not config.run.quiet, interval_s=30) as bar:
-        result = fine_tune(module.weights, layer, train_set, validation_set, num_classes, settings, training,
-                           module.top_block, on_step=bar.update)
-    before, best = result.before, result.best
-    if before.validation_accuracy is None:
-        log.info("Fine-tuning done in %.0f s; no validation images to judge it by, so its last step is kept.",
-                 result.seconds)
-    elif result.helped:
-        log.info("Fine-tuning helped: validation accuracy %.1f%% -> %.1f%%, cross entropy %.4f -> %.4f "
-                 "(step %d kept, %.0f s).", before.validation_accuracy * 100, best.validation_accuracy * 100,
-                 before.validation_cross_entropy, best.validation_cross_entropy, best.step, result.seconds)
-    else:
-        log.info("Fine-tuning did not lower the validation cross-entropy (%.4f before); keeping the network as it "
-                 "was (validation accuracy %.1f%%).", before.validation_cross_entropy, before.validation_accuracy * 100)
-    probabilities = classify(result.weights, blocks, result.layer, test_set, module.top_block)
-    validation = classify(result.weights, blocks, result.layer, validation_set, module.top_block)
-    exported = tuned_module(module, result.weights, blocks) if result.helped else module
-    return result, exported, probabilities, validation
-
-
-def summary(settings: FineTuneSettings, tuned: FineTuneResult) -> dict:
-    """What summary.json says about a fine-tuning run."""
-    return {
-        "blocks": settings.blocks,
-        "steps": settings.steps,
-        "learning_rate": settings.learning_rate,
-        "batch_size": settings.batch_size,
-        "helped": tuned.helped,
-        "kept_step": tuned.best.step if tuned.helped else None,
-        "validation_accuracy_before": tuned.before.validation_accuracy,
-        "validation_accuracy_after": tuned.best.validation_accuracy,
-        "validation_cross_entropy_before": tuned.before.validation_cross_entropy,
-        "validation_cross_entropy_after": tuned.best.validation_cross_entropy,
-        "seconds": tuned.seconds,
-        "history": [dataclasses.asdict(point) for point in tuned.history],
-    }
