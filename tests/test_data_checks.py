@@ -9,7 +9,8 @@ from conftest import CLASS_COLOURS, make_dataset, retrain_args, the_error, write
 
 from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.split import which_set
-from bottleneck.data_checks import checks as data_checks
+from bottleneck.data_checks.duplicates import similar_vectors
+from bottleneck.data_checks.label_errors import assign_folds
 
 
 def name_in(set_name: str, stem: str) -> str:
@@ -108,9 +109,9 @@ def test_near_copies_stand_out_from_their_neighbourhood_but_class_mates_do_not()
     centre = rng.random(64)
     crowd = centre + rng.normal(0, 0.3, size=(200, 64))  # one dense class: all alike, none a copy
     copy = crowd[17] + rng.normal(0, 0.01, size=64)
-    pairs, index = data_checks.similar_vectors(np.vstack([crowd, copy]))
+    pairs, index = similar_vectors(np.vstack([crowd, copy]))
     assert [(i, j) for i, j, _s in pairs] == [(17, 200)] and "exact" in index
-    approximate, index = data_checks.similar_vectors(np.vstack([crowd, copy]), exact_limit=100)
+    approximate, index = similar_vectors(np.vstack([crowd, copy]), exact_limit=100)
     assert [(i, j) for i, j, _s in approximate] == [(17, 200)] and "approximate" in index
 
 
@@ -118,7 +119,7 @@ def test_copies_share_a_fold_and_every_class_is_spread_over_the_folds():
     y = np.repeat(np.arange(3), 20)
     digests = [f"d{i}" for i in range(60)]
     digests[45] = digests[3]  # the same content in classes 0 and 2
-    fold = data_checks.assign_folds(y, digests, 5, seed=1)
+    fold = assign_folds(y, digests, 5, seed=1)
     assert fold[45] == fold[3]
     for c in range(3):
         assert set(np.bincount(fold[y == c], minlength=5)) <= {3, 4, 5}

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..atomic import write_text_atomic
 from ..data.images import BadImage, load_rgb_array
-from ..data_checks.checks import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings
+from ..data_checks.findings import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings
 from ..training.metrics import matrix_from_summary
 from .plots import CONFUSION_FILE, CURVES_FILE
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..data.split import SETS
-from ..data_checks.checks import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings, summary_of, write_csvs
+from ..data_checks.findings import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings, summary_of, write_csvs
 from ..errors import EXIT_FAILURE, UserError
 from ..extraction.batches import Skipped
 from ..model.modules import FeatureModule
