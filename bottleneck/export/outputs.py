@@ -3,7 +3,7 @@
 ``export_all`` writes them all or none: every file is written beside its
 target and renamed into place only when all of them were written, so a failed
 run leaves the previous outputs as they were.  The graph itself is defined in
-``graph.py`` (the classic ``Placeholder`` -> ``final_result`` contract, so the
+``classifier.py`` (the classic ``Placeholder`` -> ``final_result`` contract, so the
 classic ``label_image.py --input_layer=Placeholder --output_layer=final_result``
 works); the SavedModel's serving signatures are described in
 ``write_saved_model``; the TFLite conversion lives in ``tflite.py``.

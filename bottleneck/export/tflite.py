@@ -29,7 +29,7 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..data.images import representative_images
-from ..errors import UserError
+from ..errors import EXIT_FAILURE, UserError, first_line
 from ..model.modules import FeatureModule
 from ..model.tf_import import make_interpreter, parked_stderr
 from .classifier import classifier_fn
@@ -67,9 +67,9 @@ def convert(module: FeatureModule, weights, biases, labels: list[str], quantize:
         with parked_stderr():  # the converter's native code prints its own progress lines
             model = converter.convert()
     except Exception as exc:  # ConverterError and friends: an op TFLite lacks, say
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"Could not convert the classifier to TensorFlow Lite ({quantize}): {first.rstrip('.')}.",
-                        exit_code=1) from None
+        raise UserError(f"Could not convert the classifier to TensorFlow Lite ({quantize}): "
+                        f"{first_line(exc).rstrip('.')}.",
+                        exit_code=EXIT_FAILURE) from None
     return embed_labels(model, labels)
 
 
@@ -165,7 +165,7 @@ def load_tflite(path, height=None, width=None) -> TFLiteClassifier:
     except UserError:
         raise
     except (ValueError, RuntimeError) as exc:
-        raise UserError(f"'{path}' is not a usable TFLite model: {str(exc).strip().splitlines()[0]}") from None
+        raise UserError(f"'{path}' is not a usable TFLite model: {first_line(exc)}") from None
     for given, own, flag in ((height, classifier.height, "--input_height"), (width, classifier.width, "--input_width")):
         if given is not None and given != own:
             raise UserError(f"The TFLite model '{path}' takes {classifier.height}x{classifier.width} images; "
