@@ -18,7 +18,7 @@ from .console.notes import bounded
 from .console.progress import Progress
 from .data.split import SETS, split_classes
 from .data.walk import ImageClass, list_images
-from .data_checks import checks as data_checks
+from .data_checks import findings as data_checks
 from .errors import UserError
 from .export.outputs import check_final_tensor_name, export_all, intermediate_saver
 from .extraction import bottlenecks
@@ -28,7 +28,7 @@ from .model.precision import network_precision
 from .model.runner import with_precision
 from .report.page import PageData, Predictions
 from .report.summary import ReportData, write_report
-from .training import calibration, fine_tune
+from .training import calibration, fine_tune_run, numerics
 from .training.evaluate import check_accuracy_gate, final_test, pick_test_images
 from .training.layer import train_layer
 from .training.tensorboard import Summaries
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from .cache.sets import SplitData
     from .data.split import ClassSplit
-    from .data_checks.checks import Findings
+    from .data_checks.findings import Findings
     from .extraction.batches import Skipped
     from .extraction.bottlenecks import CachedImages
     from .model.modules import FeatureModule
@@ -190,7 +190,7 @@ def train_new_layer(run: Run) -> None:
 
 
 def fine_tune_top_blocks(run: Run) -> None:
-    run.tuned, run.module, test_p, validation_p = fine_tune.run(run.config, run.module, run.layer, run.activations,
+    run.tuned, run.module, test_p, validation_p = fine_tune_run.run(run.config, run.module, run.layer, run.activations,
                                                                 run.splits, run.images.digest_of, len(run.labels),
                                                                 run.test_rows)
     run.layer = run.tuned.layer
@@ -201,7 +201,7 @@ def evaluate(run: Run) -> None:
     """Calibrate the scores on the validation set, then measure the final test accuracy."""
     config = run.config
     if run.tuned is None:  # fine-tuning measured its own network's logits
-        run.logits = tuple(calibration.layer_logits(run.layer, s.x) for s in (run.test, run.data["validation"]))
+        run.logits = tuple(numerics.layer_logits(run.layer, s.x) for s in (run.test, run.data["validation"]))
     test_logits, validation_logits = run.logits
     run.scored = calibration.score_run(not config.export.no_temperature_scaling, validation_logits,
                                        run.data["validation"].y, test_logits, run.test.y)
@@ -230,7 +230,7 @@ def report(run: Run) -> RunResult:
         test_predicted=run.result.predicted, test_names=run.result.names, counts=run.counts,
         skipped=run.images.skipped, settings=run.config.flags(), module=run.module, timings=run.timings,
         test_accuracy=run.result.accuracy, validation_accuracy=tuned.best.validation_accuracy if tuned else None,
-        fine_tune=fine_tune.summary(run.config.fine_tune, tuned) if tuned else None,
+        fine_tune=fine_tune_run.summary(run.config.fine_tune, tuned) if tuned else None,
         calibration=run.scored.summary, findings=run.findings,
         page=PageData(Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
                       Predictions(validation.names, validation.y, run.scored.validation_probabilities),
