@@ -15,9 +15,10 @@ from apache_beam.io.filesystem import CompressionTypes, FileMetadata, FileSystem
 from apache_beam.io.localfilesystem import LocalFileSystem
 from conftest import make_dataset, retrain_args
 
-from bottleneck.cache.shards import SHARD_PATTERN, import_shards, list_files
+from bottleneck.cache.shards import SHARD_PATTERN, import_shards
 from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.data.storage import list_files
 from bottleneck.model.modules import load_module
 from bottleneck.scale_out.beam_bottlenecks import create_bottlenecks, read_skipped
 

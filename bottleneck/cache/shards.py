@@ -9,58 +9,20 @@ complete; the import streams them into the cache in ONE transaction and
 remembers each imported file by name and size, so importing again is free and
 a failure leaves the cache as it was.
 
-Paths may be local or any URL that Apache Beam's FileSystems reads (``gs://``,
-``s3://``, ``hdfs://`` where Beam's extras are installed); Beam is imported only
-for those.
+Paths may be local or any URL that data/storage.py reads (``gs://``, ``s3://``,
+``hdfs://`` where Beam's extras are installed).
 """
 from __future__ import annotations
 
-import fnmatch
-import os
-from pathlib import Path
-
 import numpy as np
 
-from ..errors import UserError
+from ..data.storage import join, list_files, open_binary
+from ..errors import UserError, first_line
 
 SHARD_PATTERN = "bottlenecks-*.parquet"
 SKIPPED_PATTERN = "skipped-*.jsonl"
 SHARDS_SUBFOLDER = "shards"  # where retrain.py looks under --bottleneck_dir when no shard folder is named
 _READ_ROWS = 1024  # rows decoded at a time while streaming a shard
-
-
-def is_url(path) -> bool:
-    return "://" in str(path)
-
-
-def join(folder, name: str) -> str:
-    folder = str(folder)
-    return f"{folder.rstrip('/')}/{name}" if is_url(folder) else os.path.join(folder, name)
-
-
-def list_files(folder, pattern: str) -> list[tuple[str, int]]:
-    """(path, size) of the files directly in ``folder`` whose names match ``pattern``, sorted by name."""
-    if is_url(folder):
-        from apache_beam.io.filesystems import FileSystems
-
-        try:
-            found = FileSystems.match([join(folder, pattern)])[0].metadata_list
-        except Exception:  # Beam raises its own error types for a missing folder or bucket
-            return []
-        return sorted((m.path, m.size_in_bytes) for m in found)
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted((str(p), p.stat().st_size) for p in folder.iterdir()
-                  if p.is_file() and fnmatch.fnmatch(p.name, pattern))
-
-
-def open_binary(path):
-    if is_url(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.open(path)
-    return open(path, "rb")
 
 
 def read_shard(path, module: str | None = None, columns=("module", "digest", "vector")):
@@ -120,8 +82,7 @@ def import_shards(cache, folder, log=print, required: bool = False) -> int:
         raise
     except Exception as exc:  # pyarrow and the file systems raise many types for an unreadable file
         raise UserError(f"Could not import the bottleneck shards in '{folder}' (nothing was imported): "
-                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}.",
-                        exit_code=1) from None
+                        f"{first_line(exc)}.", exit_code=1) from None
     if count:
         log(f"Imported {count} bottlenecks from {len(new)} shard file(s) in {folder}.")
     else:

@@ -264,7 +264,8 @@ def beam_bottlenecks_main(argv) -> int:
     log = logging.getLogger("retrain").info
 
     def body():
-        from ..cache.shards import default_folder, is_url
+        from ..cache.shards import default_folder
+        from ..data.storage import is_url
         from ..data.walk import list_images
         from ..model.modules import load_module
         from ..model.precision import network_precision

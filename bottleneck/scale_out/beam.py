@@ -1,4 +1,4 @@
-"""What the two Apache Beam pipelines share: runner defaults, file access, model staging, counters.
+"""What the two Apache Beam pipelines share: runner defaults, model staging, counters.
 
 With no ``--runner`` the pipelines run on Beam's DirectRunner inside this
 process, on every core, with no server and no network.  The runner is named
@@ -7,7 +7,7 @@ Prism runner binary, which fails offline.  Any standard Beam option
 (``--runner DataflowRunner``, ``FlinkRunner``, ``SparkRunner``, ``--project``,
 ``--temp_location``, ...) is passed through untouched.
 
-Files are read and written through Beam's FileSystems, so every path may be a
+Files are read and written through data/storage.py, so every path may be a
 local path or a ``gs://``, ``s3://`` or ``hdfs://`` URL where Beam's extras
 for it are installed.
 """
@@ -17,13 +17,11 @@ import hashlib
 import logging
 import os
 import secrets
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from ..cache.shards import is_url, join
-from ..errors import UserError
+from ..data.storage import copy_folder, exists, join, write_bytes
+from ..errors import UserError, last_line
 
 # DirectRunner on threads: TensorFlow and PIL release the GIL, so decoding and the network share
 # the cores the way the local tool's thread pool does, with one copy of the model in memory.
@@ -57,63 +55,14 @@ def run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def read_bytes(path: str) -> bytes:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as f:
-        return f.read()
-
-
-def exists(path: str) -> bool:
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.exists(path)
-
-
 def stage_folder(local: Path, dest: str) -> None:
-    """Copy a local folder to ``dest`` (any Beam file system), marking it complete last."""
-    from apache_beam.io.filesystems import FileSystems
-
-    for file in sorted(p for p in local.rglob("*") if p.is_file()):
-        target = join(dest, file.relative_to(local).as_posix())
-        if not is_url(target):
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-        with open(file, "rb") as src, FileSystems.create(target) as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    with FileSystems.create(join(dest, _DONE)) as out:
-        out.write(b"")
+    """Copy a local folder to ``dest`` (local or a URL), marking it complete last."""
+    copy_folder(local, dest)
+    write_bytes(join(dest, _DONE), b"")
 
 
 def is_staged(dest: str) -> bool:
     return exists(join(dest, _DONE))
-
-
-def local_folder(uri: str) -> str:
-    """A local path holding the folder ``uri``: itself when local, else a copy in a new temporary folder."""
-    if not is_url(uri):
-        return uri
-    from apache_beam.io.filesystems import FileSystems
-
-    local = Path(tempfile.mkdtemp(prefix="retrain-model-"))
-    prefix = uri.rstrip("/") + "/"
-    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
-        target = local / meta.path[len(prefix):]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileSystems.open(meta.path) as src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    return str(local)
-
-
-def local_file(uri: str) -> str:
-    """A local path holding the file ``uri``: itself when local, else a copy in a new temporary folder."""
-    if not is_url(uri):
-        return uri
-    from apache_beam.io.filesystems import FileSystems
-
-    target = Path(tempfile.mkdtemp(prefix="retrain-model-")) / uri.rstrip("/").rsplit("/", 1)[-1]
-    with FileSystems.open(uri) as src, open(target, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
-    return str(target)
 
 
 def counter_values(result, namespace: str) -> dict[str, int]:
@@ -151,7 +100,6 @@ def run_pipeline(build, beam_args, what: str):
     except UserError:
         raise
     except Exception as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        reason = (lines[-1] if lines else type(exc).__name__).rstrip(".")
+        reason = (last_line(str(exc)) if str(exc).strip() else type(exc).__name__).rstrip(".")
         raise UserError(f"The {what} pipeline failed: {reason}.", exit_code=1) from exc
     return result

@@ -25,7 +25,6 @@ The pipeline:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -33,15 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache.shards import SHARD_PATTERN, SKIPPED_PATTERN, is_url, join, list_files, open_binary, shard_digests
+from ..cache.shards import SHARD_PATTERN, SKIPPED_PATTERN, shard_digests
 from ..cache.store import DB_NAME, BottleneckCache
+from ..data.digest import stream_digest
 from ..data.images import BadImage, is_candidate, load_for_model
+from ..data.storage import files_under, is_url, join, list_files, local_folder, open_binary, read_bytes
 from ..errors import UserError
 from . import beam as beam_common
 
 NAMESPACE = "bottlenecks"
 MODEL_INFO = "retrain_module.json"
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _model_handler_class():
         def load_model(self):
             import tensorflow as tf
 
-            return tf.saved_model.load(beam_common.local_folder(self.model_uri))
+            return tf.saved_model.load(local_folder(self.model_uri))
 
         def run_inference(self, batch, model, inference_args=None):
             import tensorflow as tf
@@ -125,24 +125,17 @@ def _model_handler_class():
 # ----------------------------------------------------------------- the steps
 
 
-def local_class_images(paths: list[str]) -> list[str]:
-    """The image files of one class folder, as retrain.py's own walk listed them."""
-    return paths
-
-
 def remote_images(root: str):
     """The image files under ``root`` on an object store, by walk.py's name rules.
 
     The first path component below the root is the class folder; hidden names
     anywhere are ignored; files count as images by extension.
     """
-    from apache_beam.io.filesystems import FileSystems
-
     prefix = root.rstrip("/") + "/"
-    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
-        parts = meta.path[len(prefix):].split("/")
+    for path in files_under(root):
+        parts = path[len(prefix):].split("/")
         if len(parts) >= 2 and not any(part.startswith(".") for part in parts) and is_candidate(parts[-1]):
-            yield meta.path
+            yield path
 
 
 def _read_error(exc: Exception) -> str:
@@ -161,15 +154,13 @@ def _dofns():
 
         def process(self, path):
             self.listed.inc()
-            h = hashlib.sha256()
             try:
                 with open_binary(path) as f:
-                    while chunk := f.read(_HASH_CHUNK):
-                        h.update(chunk)
+                    digest = stream_digest(f)
             except Exception as exc:  # a vanished, unreadable or unreachable file
                 yield beam.pvalue.TaggedOutput("skipped", (path, _read_error(exc)))
                 return
-            yield h.hexdigest(), path
+            yield digest, path
 
     class KeepUnknown(beam.DoFn):
         """(digest, {paths, known}) -> (digest, paths) for content not computed before, each content once."""
@@ -196,9 +187,7 @@ def _dofns():
         def process(self, element):
             digest, paths = element
             try:
-                with open_binary(paths[0]) as f:
-                    data = f.read()
-                pixels = load_for_model(data, self.height, self.width)
+                pixels = load_for_model(read_bytes(paths[0]), self.height, self.width)
             except BadImage as exc:
                 reason = str(exc)
             except Exception as exc:
@@ -235,13 +224,12 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
     from ..model.runner import with_precision
 
     image_dir, output_dir = str(image_dir), str(output_dir)
-    if is_url(image_dir):
-        sources = [image_dir]
-    else:
+    local_paths = None
+    if not is_url(image_dir):
         from ..data.walk import list_images
 
-        # walk.py's own listing, with its rules for links, loops and hidden files; one source per class.
-        sources = [[str(image.path) for image in c.images] for c in list_images(image_dir).classes]
+        # walk.py's own listing, with its rules for links, loops and hidden files.
+        local_paths = [str(image.path) for c in list_images(image_dir).classes for image in c.images]
     if not is_url(output_dir):
         try:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -260,9 +248,11 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
                                                                  getattr(precision, "name", None) == "bfloat16"))
 
     def build(p):
-        listed = (p | "Sources" >> beam.Create(sources)
-                  | "List images" >> beam.FlatMap(remote_images if is_url(image_dir) else local_class_images)
-                  | "Spread" >> beam.Reshuffle())
+        if local_paths is None:
+            listed = p | "Sources" >> beam.Create([image_dir]) | "List images" >> beam.FlatMap(remote_images)
+        else:
+            listed = p | "Sources" >> beam.Create(local_paths)
+        listed = listed | "Spread" >> beam.Reshuffle()
         hashed = listed | "Hash" >> beam.ParDo(HashFile()).with_outputs("skipped", main="digests")
         known_sources = [p | "Cached keys" >> beam.Create(sorted(cached))]
         if earlier:
@@ -316,6 +306,5 @@ def read_skipped(output_dir) -> list[dict]:
     """Every skipped-image record in ``output_dir``: {"path", "reason"} per image."""
     records = []
     for path, _size in list_files(output_dir, SKIPPED_PATTERN):
-        with open_binary(path) as f:
-            records += [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip()]
+        records += [json.loads(line) for line in read_bytes(path).decode("utf-8").splitlines() if line.strip()]
     return records

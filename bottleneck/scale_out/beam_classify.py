@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache.shards import is_url, join, open_binary
 from ..data.images import is_candidate
+from ..data.storage import exists, files_under, is_url, join, local_file, read_bytes, write_bytes
 from ..errors import EXIT_OK, EXIT_USAGE, UserError
 from ..label_image.engine import (
     Prediction,
@@ -50,7 +50,7 @@ def _handler_class():
         def load_model(self):
             from ..label_image.engine import load_graph
 
-            return load_graph(beam_common.local_file(self.graph_uri), self.input_layer, self.output_layer,
+            return load_graph(local_file(self.graph_uri), self.input_layer, self.output_layer,
                               self.height, self.width)
 
         def run_inference(self, batch, model, inference_args=None):
@@ -70,15 +70,12 @@ def list_inputs(inputs: list[str]) -> list[str]:
     for raw in inputs:
         if not is_url(raw):
             continue
-        from apache_beam.io.filesystems import FileSystems
-
-        if FileSystems.exists(raw) and is_candidate(raw):
+        if exists(raw) and is_candidate(raw):
             paths.append(raw)
             continue
         prefix = raw.rstrip("/") + "/"
-        found = FileSystems.match([prefix + "**"])[0].metadata_list
-        paths += sorted(m.path for m in found
-                        if is_candidate(m.path) and not any(p.startswith(".") for p in m.path[len(prefix):].split("/")))
+        paths += sorted(path for path in files_under(raw)
+                        if is_candidate(path) and not any(p.startswith(".") for p in path[len(prefix):].split("/")))
     return paths
 
 
@@ -116,13 +113,8 @@ def classify_to_shards(args) -> int:
             raise UserError(f"Cannot create --beam_output '{output_dir}': {exc.strerror}.") from None
     graph_bytes = Path(args.graph).read_bytes()
     graph_uri = join(output_dir, f"graph-{hashlib.sha256(graph_bytes).hexdigest()[:16]}.pb")
-    if not beam_common.exists(graph_uri):
-        from apache_beam.io.filesystems import FileSystems
-
-        temporary = graph_uri + ".part"
-        with FileSystems.create(temporary) as out:
-            out.write(graph_bytes)
-        FileSystems.rename([temporary], [graph_uri])
+    if not exists(graph_uri):
+        write_bytes(graph_uri, graph_bytes)
     height, width, top_k = classifier.height, classifier.width, args.top_k
     mean, std, output_format, threshold = args.input_mean, args.input_std, args.output_format, args.threshold
     handler = KeyedModelHandler(_handler_class()(graph_uri, args.input_layer, args.output_layer, height, width,
@@ -134,7 +126,7 @@ def classify_to_shards(args) -> int:
     def prepare(path):
         # A local file is decoded from its path, exactly as label_image.py does; others from their bytes.
         try:
-            source = path if not is_url(path) else open_binary(path).read()
+            source = path if not is_url(path) else read_bytes(path)
         except OSError as exc:
             source = None
             error = exc.strerror or str(exc)
