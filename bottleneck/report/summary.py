@@ -4,7 +4,7 @@
 
 * the two plots (plots.py);
 * with the data checks, ``suspected_label_errors.csv`` and ``duplicates.csv``
-  (data_checks/checks.py), and with a page, ``report.html`` (page.py);
+  (data_checks/findings.py), and with a page, ``report.html`` (page.py);
 * ``summary.json`` - settings, module, counts, skipped images, accuracies, per-class
   precision/recall/F1, misclassified test images, phase timings, calibration and the
   data checks' findings (written last, so its presence means the report is complete).
