@@ -17,7 +17,8 @@ from conftest import make_dataset, the_error, write_photo
 from conftest import run_retrain as run
 from PIL import Image
 
-from bottleneck.cache.store import BottleneckCache, Entry, import_classic_text
+from bottleneck.cache.classic import import_classic_text
+from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.data import images as images_module
 from bottleneck.data.images import BadImage, load_for_model, missing_rows
 from bottleneck.data.walk import label_for_folder

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.digest import file_digest
+from ..data.names import utf8_text
 from ..errors import EXIT_FAILURE, EXIT_USAGE, UserError
 
 DB_NAME = "bottlenecks.sqlite3"
@@ -112,6 +113,27 @@ def _missing_tables(db: sqlite3.Connection, path: Path) -> bool:
     return tables != _TABLES.keys()
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    """A read-write connection to the cache file, its tables created where missing.
+
+    A database of another program raises UserError before anything is written to it.  WAL lets several
+    runs share the file (writers take turns); WAL + NORMAL: a crash loses at most the last commit, never
+    corrupts.  The closing read finds a damaged vectors table now rather than halfway through a run.
+    """
+    db = sqlite3.connect(path, timeout=600, isolation_level=None)
+    try:
+        missing = _missing_tables(db, path)  # reads only: a foreign database stays untouched
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        if missing:
+            db.executescript(_SCHEMA)
+        db.execute("SELECT count(*) FROM vectors LIMIT 1").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def _reporting(method):
     """SQLite errors of a cache operation become one sentence (the transaction is rolled back)."""
 
@@ -131,9 +153,9 @@ class Entry:
     variant: str = PLAIN
 
 
-def _path_key(path) -> str:
-    """The absolute path as SQLite text; bytes that are not UTF-8 are written as \\xNN escapes."""
-    return os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")
+def is_sound(vector: np.ndarray, dim: int) -> bool:
+    """A vector fit to store: ``dim`` values, every one finite."""
+    return vector.shape == (dim,) and bool(np.all(np.isfinite(vector)))
 
 
 def encode_vector(vector: np.ndarray, dtype: str = "<f4") -> tuple[int, int, bytes]:
@@ -175,23 +197,9 @@ class BottleneckCache:
         A full disk, a read-only file system or a lock are conditions of the machine, not damage: they
         are reported in one sentence and the file is left exactly as it was.
         """
-        db = None
         try:
-            db = sqlite3.connect(self.path, timeout=600, isolation_level=None)
-            missing = _missing_tables(db, self.path)  # reads only: a foreign database stays untouched
-            db.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a crash loses at most the last commit, never corrupts.
-            db.execute("PRAGMA synchronous=NORMAL")
-            if missing:
-                db.executescript(_SCHEMA)
-            db.execute("SELECT count(*) FROM vectors LIMIT 1").fetchone()
-            return db
-        except UserError:
-            db.close()
-            raise
+            return _connect(self.path)
         except sqlite3.Error as exc:
-            if db is not None:
-                db.close()
             cannot_write = _code(exc) in (_SQLITE_READONLY, _SQLITE_CANTOPEN)
             if cannot_write and self.path.is_file() and _read_only(self.directory):
                 return self._open_read_only(exc)
@@ -212,11 +220,7 @@ class BottleneckCache:
                 os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
         self.log(f"The bottleneck cache {self.path} was damaged ({damage}); moved to {aside.name} and rebuilt.")
         try:
-            db = sqlite3.connect(self.path, timeout=600, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            return db
+            return _connect(self.path)
         except sqlite3.Error as exc:
             raise cache_error(exc, self.path) from None
 
@@ -256,7 +260,7 @@ class BottleneckCache:
             known[path] = (size, mtime, digest)
         digests, errors, fresh = {}, {}, []
         for path in paths:
-            key = _path_key(path)
+            key = utf8_text(os.path.abspath(path))  # SQLite text: bytes that are not UTF-8 as \xNN escapes
             try:
                 st = os.stat(path)
                 hit = known.get(key)
@@ -306,13 +310,15 @@ class BottleneckCache:
             raise UserError(f"The bottleneck cache '{self.path}' is on a read-only file system and lacks bottlenecks "
                             "this run needs; point --bottleneck_dir at a writable folder (the cache was left as it "
                             "was).")
-        rows = []
-        for entry, vector in items:
-            if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
-                raise ValueError(f"bad bottleneck for {entry}: shape {vector.shape}")
-            rows.append((self.module, entry.digest, entry.variant, *encode_vector(vector, self.dtype)))
+        rows = [self._row(entry, entry.digest, entry.variant, vector) for entry, vector in items]
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def _row(self, what, digest: str, variant: str, vector: np.ndarray) -> tuple:
+        """The table row of one vector; ValueError (naming ``what``) for a vector this cache must not hold."""
+        if not is_sound(vector, self.dim):
+            raise ValueError(f"bad bottleneck for {what}: shape {vector.shape}")
+        return (self.module, digest, variant, *encode_vector(vector, self.dtype))
 
     def stored_digests(self) -> set[str]:
         """The digests of every image with a stored plain (undistorted) vector."""
@@ -336,10 +342,9 @@ class BottleneckCache:
         def rows():
             nonlocal count
             for digest, vector in vectors:
-                if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
-                    raise ValueError(f"bad bottleneck for {digest}: shape {vector.shape}")
+                row = self._row(digest, digest, PLAIN, vector)
                 count += 1
-                yield (self.module, digest, PLAIN, *encode_vector(vector, self.dtype))
+                yield row
 
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows())
@@ -414,32 +419,4 @@ class _Transaction:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
         return False
-
-
-def import_classic_text(cache: BottleneckCache, candidates: list[tuple[Entry, list[Path]]]) -> int:
-    """Import vectors from the classic script's ``<image>_<module>.txt`` files where they exist.
-
-    ``candidates`` pairs each missing entry with the text-file paths the classic
-    script would have used for it.  Returns how many entries were imported.
-    """
-    imported = []
-    for entry, paths in candidates:
-        for path in paths:
-            try:
-                # A long image name plus the module suffix can pass the file system's name limit (ENAMETOOLONG):
-                # the classic script could not have written such a file, so there is nothing to import.
-                if not path.is_file():
-                    continue
-            except OSError:
-                continue
-            try:
-                values = np.array([float(v) for v in path.read_text().strip().split(",")], dtype=np.float32)
-            except (ValueError, OSError, UnicodeDecodeError):
-                continue  # the classic script would have recomputed a bad file too
-            if values.shape == (cache.dim,) and np.all(np.isfinite(values)):
-                imported.append((entry, values))
-                break
-    if imported:
-        cache.put(imported)
-    return len(imported)
 

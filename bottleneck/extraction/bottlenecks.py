@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache.classic import import_classic_text
 from ..cache.shards import default_folder, import_shards
-from ..cache.store import BottleneckCache, Entry, import_classic_text
+from ..cache.store import BottleneckCache, Entry
 from ..config.settings import BottleneckSettings
 from ..console.notes import bounded
 from ..console.progress import Progress
