@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .images import is_candidate
+from .names import utf8_text
 
 FEW_IMAGES_WARNING = 20  # the classic script warned below this many images per class
 FEW_FOLDERS_WARNED = 20  # beyond this many small class folders, one warning names the first few
@@ -129,8 +130,8 @@ def list_images(image_dir) -> Listing:
     for entry in folders:
         owner = owner_of[os.path.realpath(entry.path)]
         if owner != entry.name:
-            listing.warnings.append(f"Class folder '{_shown(entry.name)}' is a link to the class folder "
-                                    f"'{_shown(owner)}'; it is left out, as no folder is visited twice.")
+            listing.warnings.append(f"Class folder '{utf8_text(entry.name)}' is a link to the class folder "
+                                    f"'{utf8_text(owner)}'; it is left out, as no folder is visited twice.")
             continue
         label = label_for_folder(entry.name)
         if label in seen_labels:
@@ -138,13 +139,13 @@ def list_images(image_dir) -> Listing:
             same = unicodedata.normalize("NFC", first) == unicodedata.normalize("NFC", entry.name)
             how = " (the same name in two Unicode forms, NFC and NFD)" if same else ""
             raise UserError(
-                f"Folders '{_shown(first)}' and '{_shown(entry.name)}' both give the label '{label}'{how}; "
+                f"Folders '{utf8_text(first)}' and '{utf8_text(entry.name)}' both give the label '{label}'{how}; "
                 "rename or merge them."
             )
         seen_labels[label] = entry.name
         images = _images_below(Path(entry.path), entry.name, owned, listing)
         if not images:
-            listing.warnings.append(f"No images found in class folder '{_shown(entry.name)}'; it is left out.")
+            listing.warnings.append(f"No images found in class folder '{utf8_text(entry.name)}'; it is left out.")
             continue
         listing.classes.append(ImageClass(label=label, folder=Path(entry.path), images=images))
     few = [c.folder.name for c in sorted(listing.classes, key=lambda c: c.folder.name)
@@ -152,10 +153,10 @@ def list_images(image_dir) -> Listing:
     if len(few) > FEW_FOLDERS_WARNED:  # a thousand folders of two images: one line, not a thousand
         listing.warnings.append(
             f"{len(few)} class folders have less than {FEW_IMAGES_WARNING} images, which may cause issues: "
-            f"{', '.join(_shown(name) for name in few[:FEW_FOLDERS_NAMED])} and {len(few) - FEW_FOLDERS_NAMED} more."
+            f"{', '.join(utf8_text(name) for name in few[:FEW_FOLDERS_NAMED])} and {len(few) - FEW_FOLDERS_NAMED} more."
         )
     else:
-        listing.warnings += [f"Folder '{_shown(name)}' has less than {FEW_IMAGES_WARNING} images, which may cause "
+        listing.warnings += [f"Folder '{utf8_text(name)}' has less than {FEW_IMAGES_WARNING} images, which may cause "
                              "issues." for name in few]
 
     listing.classes.sort(key=lambda c: c.label)
@@ -179,7 +180,7 @@ def _images_below(folder: Path, name: str, owned: dict[str, str], listing: Listi
     def refuse(dirpath, real):
         other = owned.get(real)
         if other is not None and real != own:
-            listing.warnings.append(f"'{_shown(dirpath)}' is a link to the class folder '{_shown(other)}'; "
+            listing.warnings.append(f"'{utf8_text(dirpath)}' is a link to the class folder '{utf8_text(other)}'; "
                                     f"its images stay in that class only.")
             return "another class"
         return None
@@ -209,9 +210,5 @@ def _images_below(folder: Path, name: str, owned: dict[str, str], listing: Listi
 
 def _kind(filename: str) -> str:
     extension = os.path.splitext(filename)[1].lower()
-    return f"{_shown(extension)}" if extension else "without extension"
+    return utf8_text(extension) if extension else "without extension"
 
-
-def _shown(name) -> str:
-    """A name for a log line: bytes that are not UTF-8 as \\xNN, never surrogate escapes."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
