@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.digest import folder_digest
-from ..errors import UserError
+from ..errors import UserError, first_line
 from . import inception_v3, weights
 from .tf_import import keras_registrations
 
@@ -92,7 +92,7 @@ def _saved_model(path: Path) -> FeatureModule:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TensorFlow raises many types for a broken model
-        raise UserError(f"Could not load the SavedModel in '{path}': {_first_line(exc)}") from None
+        raise UserError(f"Could not load the SavedModel in '{path}': {first_line(exc)}") from None
     return _from_loaded(loaded, spec=str(path), identity=f"savedmodel:{folder_digest(path)[:16]}|{PREPROCESSING}",
                         hint=path.name, classic=(classic_module_name(str(path)),))
 
@@ -108,7 +108,7 @@ def _hub(handle: str) -> FeatureModule:
         loaded = hub.load(handle)
     except Exception as exc:  # no network, unknown handle, unsupported format...
         raise UserError(
-            f"Could not load TF-Hub module '{handle}' ({_first_line(exc)}); it must be downloaded once while "
+            f"Could not load TF-Hub module '{handle}' ({first_line(exc)}); it must be downloaded once while "
             "online, or use the built-in --tfhub_module inception_v3."
         ) from None
     return _from_loaded(loaded, spec=handle, identity=f"hub:{handle}|{PREPROCESSING}", hint=handle,
@@ -183,8 +183,3 @@ def _expected_size(call, hint: str) -> tuple[int, int]:
         size = int(match.group(1))
         return size, size
     return (299, 299) if "inception" in hint.lower() else (224, 224)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

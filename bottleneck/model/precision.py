@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 FLOAT32 = "float32"
 PRECISIONS = ("auto", FLOAT32, "bfloat16", "int8")
@@ -182,6 +182,6 @@ class InPrecision:
             try:
                 return self.fn(*args)
             except (tf.errors.NotFoundError, tf.errors.UnimplementedError, tf.errors.InternalError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+                first = first_line(exc).rstrip(".")
                 raise UserError(f"This machine cannot run the network in bfloat16 ({first}); use --precision auto "
                                 "or float32.") from None
