@@ -3,7 +3,7 @@
 the classic one-image-at-a-time baseline, retrain.py cold and warm, training steps/s, peak memory
 of training at 10,000 and 200,000 cached bottlenecks, and label_image.py on a folder.
 
-    .venv/bin/python bench/bench.py --image_dir PHOTOS [--model_dir DIR] [--quick] \
+    .venv/bin/python -m bench.bench --image_dir PHOTOS [--model_dir DIR] [--quick] \
         [--json bench/results/figures-<machine>.json]
 
 Everything it writes goes into one temporary folder that is removed at the end
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,40 +86,6 @@ class Bench:
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
-
-
-# ------------------------------------------------------------------ machine
-
-
-def machine_info() -> dict:
-    import tensorflow as tf
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "cpu": cpu,
-        "cores": usable,
-        "logical_cpus": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "tensorflow": tf.__version__,
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-        "python": platform.python_version(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 # ------------------------------------------------------------------ helpers
@@ -378,7 +345,8 @@ def memory_child(directory: str, count: int, steps: int) -> None:
     from bottleneck.cache.store import BottleneckCache
     from bottleneck.data.split import ClassSplit
     from bottleneck.data.walk import ImageFile
-    from bottleneck.training.layer import TrainSettings, predict, train_layer
+    from bottleneck.training.layer import TrainSettings, train_layer
+    from bottleneck.training.numerics import layer_probabilities
 
     classes = 5
     after_import = vm_status("VmRSS")
@@ -400,7 +368,7 @@ def memory_child(directory: str, count: int, steps: int) -> None:
     after_load = vm_status("VmRSS")
     t = time.perf_counter()
     layer = train_layer(data["training"], data["validation"], classes, TrainSettings(steps=steps, seed=0))
-    predict(layer, data["testing"].x)
+    layer_probabilities(layer, data["testing"].x)
     train_s = time.perf_counter() - t
     print(json.dumps({
         "count": count, "dtypes": {s: str(d.x.dtype) for s, d in data.items()},
@@ -422,8 +390,8 @@ def bench_memory(b: Bench) -> None:
         directory = b.tmp / f"fig4_cache_{count}"
         write_s, size = write_synthetic_cache(directory, count)
         say(f"    wrote {count:,} vectors ({size / 2**20:,.0f} MiB of SQLite) in {write_s:.1f} s")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory_child", str(directory), str(count),
-               str(s.memory_steps)]
+        cmd = [sys.executable, "-m", "bench.bench", "--_memory_child", str(directory), str(count),
+               str(s.memory_steps)]  # run_timed runs it from the repository root
         log = b.tmp / f"memory_{count}.log"
         with open(b.tmp / f"memory_{count}.json", "wb") as out:
             wall, rc = run_timed(cmd, log, stdout=out)
@@ -490,12 +458,12 @@ def _listing(image_dir: Path):
     return list_images(image_dir)
 
 
-def print_table(b: Bench, machine: dict, total_s: float) -> None:
+def print_table(b: Bench, measured_on: dict, total_s: float) -> None:
     say()
     say("=" * 100)
-    say(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB RAM, "
-        f"TensorFlow {machine['tensorflow']}, GPUs: {', '.join(machine['gpus']) or 'none'}, "
-        f"load average at start {machine['load_average_at_start'][0]}")
+    say(f"Machine: {measured_on['cpu_model']}, {measured_on['cores']} cores, {measured_on['ram_gb']} GB RAM, "
+        f"TensorFlow {measured_on['tensorflow']}, GPUs: {', '.join(measured_on['gpus']) or 'none'}, "
+        f"load average at start {measured_on['load_average_1min_at_start']}")
     say(f"Mode: {'quick (smoke sizes, not for publishing)' if b.args.quick else 'full'}; total {total_s:.0f} s")
     say("-" * 100)
     say(f"{'figure':<40} {'value':>16} {'target':>17} {'ratio':>24} {'result':>6}")
@@ -509,7 +477,7 @@ def print_table(b: Bench, machine: dict, total_s: float) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--image_dir", default=str(REPO.parent / "shared" / "datasets" / "flower_photos_dev"),
+    p.add_argument("--image_dir", default=DEFAULT_IMAGE_DIR,
                    help="Folder of class sub-folders of images (default: %(default)s).")
     p.add_argument("--model_dir", default=None, help="Where the converted Inception-v3 weights are "
                    "(default: retrain.py's default model dir).")
@@ -541,7 +509,7 @@ def main(argv=None) -> int:
     from bottleneck.model.tf_import import quiet_tensorflow
 
     quiet_tensorflow("WARN")
-    machine = machine_info()
+    measured_on = machine()
     sizes = QUICK if args.quick else FULL
     from bottleneck.model.modules import load_module
 
@@ -563,13 +531,13 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     total = time.perf_counter() - started
-    print_table(b, machine, total)
+    print_table(b, measured_on, total)
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "mode": "quick" if args.quick else "full", "image_dir": str(image_dir), "total_s": round(total, 1),
-            "machine": machine, "sizes": sizes.__dict__,
+        write_result(args.json, {
+            "command": command(argv), "machine": measured_on, "mode": "quick" if args.quick else "full",
+            "image_dir": str(image_dir), "total_s": round(total, 1), "sizes": sizes.__dict__,
             "figures": [f.__dict__ for f in b.figures], "details": b.details,
-        }, indent=2, default=str) + "\n")
+        })
         say(f"Wrote {args.json}")
     return 1 if any(f.passed is False for f in b.figures) else 0
 

@@ -1,6 +1,6 @@
 """Does the network's precision cost accuracy?  Ten-fold cross-validation of the new layer per --precision.
 
-    .venv/bin/python bench/precision_accuracy.py [--image_dir ../shared/datasets/flower_photos_dev] \
+    .venv/bin/python -m bench.precision_accuracy [--image_dir ../shared/datasets/flower_photos_dev] \
         [--bottleneck_dir /tmp/bottleneck] [--model_dir DIR] [--seeds 3] [--json out.json]
 
 For float32, bfloat16 and int8 the bottlenecks (classic pool_3) of every image
@@ -15,13 +15,11 @@ slowly, but gives the same numbers).
 """
 import argparse
 import logging
-import platform
-import sys
 import time
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, machine, write_result  # bench/machine.py, beside this script
 
+from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cache.sets import SplitData
 from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.data.walk import list_images
@@ -30,7 +28,8 @@ from bottleneck.model.modules import BUILTIN_MODULE, load_module
 from bottleneck.model.precision import choose
 from bottleneck.model.runner import runner, with_precision
 from bottleneck.model.weights import default_model_dir
-from bottleneck.training.layer import TrainSettings, predict, train_layer
+from bottleneck.training.layer import TrainSettings, train_layer
+from bottleneck.training.numerics import layer_probabilities
 
 FOLDS = 10
 PRECISIONS = ("float32", "bfloat16", "int8")
@@ -44,7 +43,7 @@ def cross_validated(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int) -
         train, held = SplitData(x[fold != k], y[fold != k], []), SplitData(x[fold == k], y[fold == k], [])
         layer = train_layer(train, SplitData(held.x[:1], held.y[:1], []), num_classes,
                             TrainSettings(seed=seed * FOLDS + k, validation_batch_size=-1))
-        correct += int((predict(layer, held.x).argmax(1) == held.y).sum())
+        correct += int((layer_probabilities(layer, held.x).argmax(1) == held.y).sum())
     return correct / len(y) * 100
 
 
@@ -75,6 +74,7 @@ def main():
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    measured_on = machine()
     logging.getLogger("retrain").setLevel(logging.WARNING)
     listing = list_images(args.image_dir)
     paths = [im.path for c in listing.classes for im in c.images]
@@ -96,7 +96,7 @@ def main():
         row["points_vs_float32"] = row["mean"] - base
     if args.json:
         write_result(args.json, {
-            "command": " ".join(sys.argv), "machine": machine(), "python": platform.python_version(),
+            "command": command(), "machine": measured_on,
             "image_dir": args.image_dir, "images": len(paths), "seeds": args.seeds, "folds": FOLDS,
             "training": "classic new layer: SGD 0.01, 4000 steps, batch 100", "rows": rows})
 

@@ -1,6 +1,6 @@
 """Which block of Inception-v3 makes the best bottleneck for new classes (--bottleneck_layer)?
 
-    .venv/bin/python bench/sweep_bottleneck_layer.py --bottleneck_dir /tmp/bottleneck [--model_dir DIR] \
+    .venv/bin/python -m bench.sweep_bottleneck_layer --bottleneck_dir /tmp/bottleneck [--model_dir DIR] \
         --image_dir PHOTOS [--seeds 3] [--json bench/results/bottleneck-layer-<data>.json]
 
 For each candidate (mixed_10's average, the classic pool_3; mixed_9's; mixed_8's)
@@ -21,8 +21,8 @@ import logging
 import time
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR, write_result  # bench/machine.py, beside this script
 
+from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cache.sets import SplitData, load_sets
 from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.data.split import split_class
@@ -31,13 +31,14 @@ from bottleneck.extraction.batches import Job, compute_missing
 from bottleneck.model.inception_v3 import TOP_BLOCKS
 from bottleneck.model.modules import BUILTIN_MODULE, load_module
 from bottleneck.model.weights import default_model_dir
-from bottleneck.training.layer import TrainSettings, predict, train_layer
+from bottleneck.training.layer import TrainSettings, train_layer
+from bottleneck.training.numerics import layer_probabilities
 
 FOLDS = 10
 
 
 def accuracy(layer, data: SplitData) -> float:
-    return float((predict(layer, data.x).argmax(1) == data.y).mean() * 100)
+    return float((layer_probabilities(layer, data.x).argmax(1) == data.y).mean() * 100)
 
 
 def settings(seed: int) -> TrainSettings:
@@ -53,7 +54,7 @@ def cross_validated(data: dict[str, SplitData], num_classes: int) -> float:
     for k in range(FOLDS):
         train, held = SplitData(x[fold != k], y[fold != k], []), SplitData(x[fold == k], y[fold == k], [])
         layer = train_layer(train, SplitData(held.x[:1], held.y[:1], []), num_classes, settings(k))
-        correct += int((predict(layer, held.x).argmax(1) == held.y).sum())
+        correct += int((layer_probabilities(layer, held.x).argmax(1) == held.y).sum())
     return correct / len(y) * 100
 
 
@@ -65,6 +66,7 @@ def main():
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    measured_on = machine()
     logging.getLogger("retrain").setLevel(logging.WARNING)
     listing = list_images(args.image_dir)
     splits = [split_class(c, 10, 10)[0] for c in listing.classes]
@@ -98,7 +100,8 @@ def main():
         print(f"{top:10} {module.bottleneck_size:5d} {np.mean(val):6.1f} {np.mean(test):7.1f} {cv:13.1f} "
               f"{seconds:13.1f}" + (f" ({len(jobs)} images)" if jobs else ""), flush=True)
     if args.json:
-        write_result(args.json, {"image_dir": args.image_dir, "seeds": args.seeds, "folds": FOLDS, "rows": rows})
+        write_result(args.json, {"command": command(), "machine": measured_on, "image_dir": args.image_dir,
+                                 "seeds": args.seeds, "folds": FOLDS, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How many distorted copies per training image are worth computing (--distorted_copies)?
 
-    .venv/bin/python bench/sweep_distorted_copies.py --image_dir PHOTOS --bottleneck_dir /tmp/bottleneck \
+    .venv/bin/python -m bench.sweep_distorted_copies --image_dir PHOTOS --bottleneck_dir /tmp/bottleneck \
         --copies 1 2 3 5 10 --flip_left_right --random_crop 10 --random_scale 10 --random_brightness 10
 
 Needs the copies cached already: run retrain.py once with the same distortion flags,
@@ -13,8 +13,8 @@ import argparse
 import logging
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
 
+from bench.machine import DEFAULT_IMAGE_DIR
 from bottleneck.cache.sets import load_sets
 from bottleneck.cache.store import BottleneckCache
 from bottleneck.data.distort import Distortion
@@ -22,7 +22,8 @@ from bottleneck.data.split import split_class
 from bottleneck.data.walk import list_images
 from bottleneck.model import inception_v3, weights
 from bottleneck.model.modules import PREPROCESSING
-from bottleneck.training.layer import TrainSettings, predict, train_layer
+from bottleneck.training.layer import TrainSettings, train_layer
+from bottleneck.training.numerics import layer_probabilities
 
 
 def main():
@@ -53,8 +54,8 @@ def main():
         val, test = [], []
         for seed in range(args.seeds):
             layer = train_layer(train, validation, len(splits), TrainSettings(seed=seed, validation_batch_size=-1))
-            val.append((predict(layer, validation.x).argmax(1) == validation.y).mean() * 100)
-            test.append((predict(layer, testing.x).argmax(1) == testing.y).mean() * 100)
+            val.append((layer_probabilities(layer, validation.x).argmax(1) == validation.y).mean() * 100)
+            test.append((layer_probabilities(layer, testing.x).argmax(1) == testing.y).mean() * 100)
         label = "none" if copies == 0 else str(copies)
         print(f"{label:>6} {np.mean(val):7.1f} {np.mean(test):7.1f}", flush=True)
 

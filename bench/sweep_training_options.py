@@ -1,6 +1,6 @@
 """Which training options of the new layer give the best validation accuracy (the choice behind --preset best)?
 
-    .venv/bin/python bench/sweep_training_options.py --image_dir PHOTOS \
+    .venv/bin/python -m bench.sweep_training_options --image_dir PHOTOS \
         --bottleneck_dir /tmp/bottleneck
 
 Needs the bottlenecks cached already (run retrain.py on the folder once with the same
@@ -11,15 +11,16 @@ import argparse
 import logging
 
 import numpy as np
-from machine import DEFAULT_IMAGE_DIR  # bench/machine.py, beside this script
 
+from bench.machine import DEFAULT_IMAGE_DIR
 from bottleneck.cache.sets import load_sets
 from bottleneck.cache.store import BottleneckCache
 from bottleneck.data.split import split_class
 from bottleneck.data.walk import list_images
 from bottleneck.model import inception_v3, weights
 from bottleneck.model.modules import PREPROCESSING
-from bottleneck.training.layer import TrainSettings, predict, train_layer
+from bottleneck.training.layer import TrainSettings, train_layer
+from bottleneck.training.numerics import layer_probabilities
 
 
 def main():
@@ -53,8 +54,9 @@ def main():
         for seed in range(args.seeds):
             settings = TrainSettings(steps=4000, seed=seed, eval_step_interval=10, validation_batch_size=-1, **options)
             layer = train_layer(data["training"], data["validation"], len(splits), settings)
-            val.append((predict(layer, data["validation"].x).argmax(1) == data["validation"].y).mean() * 100)
-            test.append((predict(layer, data["testing"].x).argmax(1) == data["testing"].y).mean() * 100)
+            val.append(
+                (layer_probabilities(layer, data["validation"].x).argmax(1) == data["validation"].y).mean() * 100)
+            test.append((layer_probabilities(layer, data["testing"].x).argmax(1) == data["testing"].y).mean() * 100)
         print(f"{str(options):<75} {np.mean(val):7.1f} {np.mean(test):7.1f}", flush=True)
 
 

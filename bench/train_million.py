@@ -1,6 +1,6 @@
 """Peak memory of training on one million cached 2,048-value bottlenecks (synthetic).
 
-    .venv/bin/python bench/train_million.py [--vectors 1000000] [--work_dir DIR] [--json bench/results/x.json]
+    .venv/bin/python -m bench.train_million [--vectors 1000000] [--work_dir DIR] [--json bench/results/x.json]
 
 Builds (once, reused when present) a bottleneck cache of synthetic vectors in
 five separable classes, then measures, in a fresh child process, what
@@ -23,6 +23,7 @@ DIM = 2048
 CLASSES = 5
 MODULE = "synthetic-bench-module"
 CHUNK = 5000
+REPO = Path(__file__).resolve().parent.parent
 
 
 def digest(i: int) -> str:
@@ -56,11 +57,13 @@ def child(directory: str, vectors: int, in_memory: bool) -> None:
     """
     import numpy as np
 
+    from bottleneck.cache import sets
     from bottleneck.cache.sets import load_sets
-    from bottleneck.cache.store import BottleneckCache, sets
+    from bottleneck.cache.store import BottleneckCache
     from bottleneck.data.split import ClassSplit
     from bottleneck.data.walk import ImageFile
-    from bottleneck.training.layer import TrainSettings, predict, train_layer
+    from bottleneck.training.layer import TrainSettings, train_layer
+    from bottleneck.training.numerics import layer_probabilities
 
     if in_memory:
         sets.IN_MEMORY_BYTES = float("inf")
@@ -81,7 +84,7 @@ def child(directory: str, vectors: int, in_memory: bool) -> None:
     layer = train_layer(data["training"], data["validation"], CLASSES, TrainSettings(seed=1))
     trained = time.perf_counter()
     test = data["testing"]
-    accuracy = float((predict(layer, test.x).argmax(axis=1) == test.y).mean())
+    accuracy = float((layer_probabilities(layer, test.x).argmax(axis=1) == test.y).mean())
     done = time.perf_counter()
     status = Path("/proc/self/status").read_text()
     peak_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
@@ -108,21 +111,23 @@ def main(argv=None) -> int:
     if args.child:
         child(args.child, args.vectors, args.in_memory)
         return 0
-    from machine import machine, write_result  # bench/machine.py, beside this script
+    from bench.machine import command, machine, write_result
 
+    measured_on = machine()
     with tempfile.TemporaryDirectory(prefix="bench-million-") as tmp:
         directory = Path(args.work_dir or tmp)
         build_s = build_cache(directory, args.vectors)
         def measure(*extra):
-            out = subprocess.run([sys.executable, __file__, f"--vectors={args.vectors}",
-                                  f"--child={directory}", *extra], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-m", "bench.train_million", f"--vectors={args.vectors}",
+                                  f"--child={directory}", *extra], capture_output=True, text=True, check=True,
+                                 cwd=REPO)
             return json.loads(out.stdout.strip().splitlines()[-1])
 
         figures = measure()
         if args.also_in_memory:
             figures["all_in_memory"] = measure("--in_memory")
-    result = {"machine": machine(),
-              "command": "python bench/train_million.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"machine": measured_on,
+              "command": command(argv),
               "vectors": args.vectors, "dim": DIM, "cache_build_s": round(build_s, 1), **figures,
               "note": "peak RSS of the child process (VmHWM); the machine was shared with other jobs"}
     print(json.dumps(result, indent=1))
