@@ -10,7 +10,8 @@ image's path stands on its own line before its labels.
 """
 import sys
 
-from bottleneck.cli.retrain import exit_skipping_teardown, label_image_main
+from bottleneck.cli.guard import exit_skipping_teardown
+from bottleneck.cli.label_image import label_image_main
 
 if __name__ == "__main__":
     exit_skipping_teardown(label_image_main(sys.argv[1:]))

@@ -7,7 +7,8 @@ See README.md for every flag; exit codes: 0 success, 2 usage or input error, 1 o
 """
 import sys
 
-from bottleneck.cli.retrain import exit_skipping_teardown, retrain_main
+from bottleneck.cli.guard import exit_skipping_teardown
+from bottleneck.cli.retrain import retrain_main
 
 if __name__ == "__main__":
     exit_skipping_teardown(retrain_main(sys.argv[1:]))

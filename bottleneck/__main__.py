@@ -4,9 +4,8 @@
 """
 import sys
 
-from .cli.retrain import beam_bottlenecks_main, exit_skipping_teardown, prepare_model_main
-
-COMMANDS = {"prepare-model": prepare_model_main, "beam-bottlenecks": beam_bottlenecks_main}
+from .cli.commands import COMMANDS
+from .cli.guard import exit_skipping_teardown
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -17,7 +17,9 @@ from conftest import ROOT, make_dataset, retrain_args
 
 from bottleneck.cache.shards import import_shards
 from bottleneck.cache.store import BottleneckCache, Entry
-from bottleneck.cli.retrain import beam_bottlenecks_main, label_image_main, retrain_main
+from bottleneck.cli.commands import beam_bottlenecks_main
+from bottleneck.cli.label_image import label_image_main
+from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.digest import file_digest
 from bottleneck.data.images import BadImage, load_for_model
 from bottleneck.extraction.batches import Job, compute_missing

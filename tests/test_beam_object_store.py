@@ -17,7 +17,8 @@ from conftest import make_dataset, retrain_args
 
 from bottleneck.cache.shards import SHARD_PATTERN, import_shards
 from bottleneck.cache.store import BottleneckCache, Entry
-from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.cli.label_image import label_image_main
+from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.storage import list_files
 from bottleneck.model.modules import load_module
 from bottleneck.scale_out.beam_bottlenecks import create_bottlenecks, read_skipped

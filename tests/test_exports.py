@@ -15,7 +15,8 @@ import pytest
 from conftest import CLASS_COLOURS, ROOT, TINY_SIZE, make_dataset, retrain_args, write_photo
 from PIL import Image
 
-from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.cli.label_image import label_image_main
+from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.images import load_for_model
 from bottleneck.errors import UserError
 from bottleneck.export import outputs as export

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, make_dataset, one_sentence, retrain_args, write_photo
 
-from bottleneck.cli.retrain import label_image_main, retrain_main
-from bottleneck.label_image.engine import one_line_name, utf8_name
+from bottleneck.cli.label_image import label_image_main
+from bottleneck.cli.retrain import retrain_main
+from bottleneck.data.names import one_line, utf8_text
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +131,9 @@ def test_json_paths_are_the_real_names_and_valid_utf8(trained, capsys, nasty):
 
 
 def test_the_escaping_rules():
-    assert utf8_name(os.fsdecode(b"/a/caf\xe9.jpg")) == "/a/caf\\xe9.jpg"
-    assert one_line_name("a\nb\rc\td\x1be\x7f\u2028.jpg") == "a\\nb\\rc\\td\\x1be\\x7f\\u2028.jpg"
-    assert one_line_name("naïve café 日本.jpg") == "naïve café 日本.jpg"
+    assert utf8_text(os.fsdecode(b"/a/caf\xe9.jpg")) == "/a/caf\\xe9.jpg"
+    assert one_line("a\nb\rc\td\x1be\x7f\u2028.jpg") == "a\\nb\\rc\\td\\x1be\\x7f\\u2028.jpg"
+    assert one_line("naïve café 日本.jpg") == "naïve café 日本.jpg"
 
 
 def test_an_error_line_names_the_file_on_one_line(trained, capsys, tmp_path):

@@ -184,7 +184,7 @@ def test_a_signal_during_the_export_leaves_no_temporary_file_and_the_previous_ou
 
 
 def test_a_signal_during_the_renames_waits_until_every_output_is_in_place(tmp_path):
-    from bottleneck.cli.retrain import sigterm_unwinds
+    from bottleneck.cli.guard import sigterm_unwinds
     from bottleneck.errors import Terminated
 
     graph, labels = tmp_path / "graph.pb", tmp_path / "labels.txt"

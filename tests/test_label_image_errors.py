@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, make_dataset, one_sentence, retrain_args, write_photo
 
-from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.cli.label_image import label_image_main
+from bottleneck.cli.retrain import retrain_main
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
 

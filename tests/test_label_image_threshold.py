@@ -6,7 +6,8 @@ import json
 import pytest
 from conftest import make_dataset, retrain_args, write_photo
 
-from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.cli.label_image import label_image_main
+from bottleneck.cli.retrain import retrain_main
 
 
 @pytest.fixture(scope="module")

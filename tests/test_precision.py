@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, make_dataset, retrain_args, write_photo
 
-from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.cli.label_image import label_image_main
+from bottleneck.cli.retrain import retrain_main
 from bottleneck.model import precision as P
 
 AVX512_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})

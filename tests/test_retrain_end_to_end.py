@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, run_retrain, write_photo
 
-from bottleneck.cli.retrain import label_image_main, retrain_main
+from bottleneck.cli.label_image import label_image_main
+from bottleneck.cli.retrain import retrain_main
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Classify images with a frozen graph written by retrain.py (the engine of label_image.py).
+"""Classify images with a frozen graph written by retrain.py: load it, decode images in batches, rank labels.
 
 A ``--graph`` ending in ``.tflite`` is run with the TensorFlow Lite interpreter
 instead (see tflite.py): its input size comes from the model, int8 models get
@@ -10,11 +10,7 @@ it in batches, so a folder of thousands of photos costs one graph load.
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,71 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import BadImage, is_candidate, load_for_model
-from ..errors import EXIT_OK, EXIT_USAGE, UserError
-from ..model.precision import DEFAULT_PRECISION, PRECISIONS
-from ..training.metrics import confusion_matrix
+from ..errors import UserError, first_line
 
 DEFAULT_SIZE = 299
 DEFAULT_LABELS = "/tmp/output_labels.txt"
 UNKNOWN = "unknown"  # the answer below --threshold
-
-# Characters that would break the one-line-per-image layouts (text and CSV), shown as escapes instead.
-_LINE_BREAKING = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x85": "\\x85", "\u2028": "\\u2028",
-                  "\u2029": "\\u2029"}
-
-
-def utf8_name(path) -> str:
-    """The path as valid UTF-8 text: bytes of a name that are not UTF-8 are written as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def one_line_name(path) -> str:
-    """``utf8_name``, with line breaks, tabs and other control characters written as escapes (``\\n``, ``\\x1b``)."""
-    return "".join(_LINE_BREAKING.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
-                   for c in utf8_name(path))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="label_image.py",
-        description="Classify images with a graph trained by retrain.py.",
-        epilog="Exit codes: 0 every image classified, 2 usage error or an image that could not be read, "
-               "1 other failure.",
-    )
-    p.add_argument("images", nargs="*", help="Image files or folders (walked recursively).")
-    p.add_argument("--image", action="append", default=[], help="Image to be processed (may be repeated).")
-    p.add_argument("--graph", default="/tmp/output_graph.pb",
-                   help="Graph/model to be executed: a frozen graph (.pb) or a TensorFlow Lite model (.tflite).")
-    p.add_argument("--labels", default=None,
-                   help=f"Name of file containing labels (default: {DEFAULT_LABELS}, or the labels embedded "
-                        "in a .tflite model).")
-    p.add_argument("--input_height", type=int, default=None, help="Input height (default: the graph's own).")
-    p.add_argument("--input_width", type=int, default=None, help="Input width (default: the graph's own).")
-    p.add_argument("--input_mean", type=float, default=0, help="Input mean, subtracted from 0..255 pixels.")
-    p.add_argument("--input_std", type=float, default=255, help="Input std, dividing the pixels after the mean.")
-    p.add_argument("--input_layer", default="Placeholder", help="Name of input layer.")
-    p.add_argument("--output_layer", default="final_result", help="Name of output layer.")
-    p.add_argument("--top_k", type=int, default=5, help="How many of the best labels to print per image.")
-    p.add_argument("--output_format", choices=("text", "json", "csv"), default="text",
-                   help="text: the classic 'label score' lines; json: one JSON object per line and image; "
-                        "csv: a header and one row per image.")
-    p.add_argument("--evaluate", action="store_true",
-                   help="The images sit in class folders (folder/<class>/...): print accuracy and a confusion "
-                        "matrix against the folder names instead of per-image labels.")
-    p.add_argument("--batch_size", type=int, default=32, help="How many images go through the graph at once.")
-    p.add_argument("--threshold", type=float, default=None, metavar="P",
-                   help=f"Answer '{UNKNOWN}' for an image whose best score is below P (0 to 1): text prints a "
-                        f"'{UNKNOWN}' line before the scores, json adds \"answer\", csv an answer column. With "
-                        "--evaluate, P joins the thresholds of the accuracy-against-coverage table.")
-    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-                   help="Arithmetic of a frozen graph's network: auto (bfloat16 where the processor computes it "
-                        "natively, else float32), float32, bfloat16, or int8 (its network quantized once, run by "
-                        "TensorFlow Lite).")
-    p.add_argument("--beam_output", default=None, metavar="DIR",
-                   help="Classify as an Apache Beam pipeline (this machine by default; a cluster with Beam's --runner "
-                        "options, which are passed through) and write the --output_format csv or json rows as "
-                        "shards in DIR (a folder or gs://... URL) instead of printing them.")
-    return p
 
 
 @dataclass
@@ -145,8 +81,7 @@ def load_graph(path, input_layer="Placeholder", output_layer="final_result", hei
             wrapped.graph.as_graph_element(f"{input_layer}:0"), wrapped.graph.as_graph_element(f"{output_layer}:0")
         )
     except (ValueError, tf.errors.OpError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise UserError(f"The graph '{path}' cannot be loaded: {first}.") from None
+        raise UserError(f"The graph '{path}' cannot be loaded: {first_line(exc).rstrip('.')}.") from None
     shape = fn.outputs[0].shape
     if shape.rank is not None and (shape.rank != 2 or shape[0] is not None):
         raise UserError(
@@ -240,26 +175,12 @@ def top_labels(scores: np.ndarray, labels: list[str], top_k: int) -> list[tuple[
     return [(labels[j], float(scores[j])) for j in best]
 
 
-def csv_header(top_k: int, threshold: float | None = None) -> list[str]:
-    header = ["path"] + (["answer"] if threshold is not None else [])
-    return header + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")] + ["error"]
-
-
-def csv_cells(prediction: Prediction, top_k: int, threshold: float | None = None) -> list[str]:
-    """One CSV row; the path on one line, whatever characters its name holds."""
-    cells = [value for pair in (prediction.top or []) for value in (pair[0], f"{pair[1]:.6f}")]
-    cells += [""] * (2 * top_k - len(cells))
-    said = [answer(prediction, threshold) or ""] if threshold is not None else []
-    return [one_line_name(prediction.path), *said, *cells, prediction.error or ""]
-
-
-def json_line(prediction: Prediction, threshold: float | None = None) -> str:
-    top = [{"label": label, "score": score} for label, score in prediction.top or []]
-    record = {"path": utf8_name(prediction.path)}
-    if threshold is not None:
-        record["answer"] = answer(prediction, threshold)
-    record.update(predictions=top, error=prediction.error)
-    return json.dumps(record, ensure_ascii=False)
+def answer(prediction: Prediction, threshold: float | None) -> str | None:
+    """The best label, or UNKNOWN when its score is below ``threshold``; None for an unreadable image."""
+    if not prediction.top:
+        return None
+    label, score = prediction.top[0]
+    return UNKNOWN if threshold is not None and score < threshold else label
 
 
 def load_classifier(args):
@@ -303,120 +224,3 @@ def load_classifier(args):
         )
     return classifier, labels
 
-
-def run(args) -> int:
-    inputs = list(args.image) + list(args.images)
-    classifier, labels = load_classifier(args)
-    paths = expand_inputs(inputs)
-    if not paths:
-        raise UserError("No image files found in the given folders.")
-    truth = true_labels(inputs, paths, labels) if args.evaluate else None
-    top_k = len(labels) if args.evaluate else args.top_k
-    predictions = classify_paths(classifier, labels, paths, top_k, args.input_mean, args.input_std, args.batch_size)
-    if args.evaluate:
-        failed = print_evaluation(predictions, truth, labels, args.threshold)
-    else:
-        failed = write_predictions(predictions, args.output_format, args.top_k, several=len(paths) > 1,
-                                   threshold=args.threshold)
-    return EXIT_USAGE if failed else EXIT_OK
-
-
-def answer(prediction: Prediction, threshold: float | None) -> str | None:
-    """The best label, or UNKNOWN when its score is below ``threshold``; None for an unreadable image."""
-    if not prediction.top:
-        return None
-    label, score = prediction.top[0]
-    return UNKNOWN if threshold is not None and score < threshold else label
-
-
-def write_predictions(predictions, output_format: str, top_k: int, several: bool,
-                      threshold: float | None = None) -> int:
-    """Print each prediction as it comes; returns how many images failed.
-
-    With a ``threshold``, each image also gets an answer: its best label, or UNKNOWN below the threshold.
-    """
-    failed = 0
-    writer = None
-    with_answer = threshold is not None
-    if output_format == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(csv_header(top_k, threshold))
-    for prediction in predictions:
-        if prediction.error is not None:
-            failed += 1
-            print(f"label_image.py: error: cannot classify {one_line_name(prediction.path)}: {prediction.error}",
-                  file=sys.stderr)
-        said = answer(prediction, threshold)
-        if output_format == "json":
-            print(json_line(prediction, threshold))
-        elif output_format == "csv":
-            writer.writerow(csv_cells(prediction, top_k, threshold))
-        elif prediction.error is None:
-            if several:
-                print(one_line_name(prediction.path))
-            if said == UNKNOWN and with_answer:
-                print(UNKNOWN)
-            for label, score in prediction.top:
-                print(label, score)
-        sys.stdout.flush()
-    return failed
-
-
-def true_labels(inputs: list[str], paths: list[Path], labels: list[str]) -> dict[Path, int]:
-    """The class of each image from its folder: <given folder>/<class folder>/.../image."""
-    from ..data.walk import label_for_folder
-
-    index = {label: i for i, label in enumerate(labels)}
-    roots = [Path(raw) for raw in inputs if Path(raw).is_dir()]
-    truth: dict[Path, int] = {}
-    unknown: set[str] = set()
-    for path in paths:
-        root = next((r for r in roots if r in path.parents), None)
-        if root is None or path.parent == root:
-            raise UserError(f"--evaluate needs images inside class folders, but '{path}' is not in one.")
-        folder = path.relative_to(root).parts[0]
-        label = label_for_folder(folder)
-        if label not in index:
-            unknown.add(folder)
-            continue
-        truth[path] = index[label]
-    if unknown:
-        raise UserError(f"Class folder(s) {', '.join(sorted(unknown))} match no label of the graph.")
-    return truth
-
-
-def print_evaluation(predictions, truth: dict[Path, int], labels: list[str], threshold: float | None = None) -> int:
-    true, predicted, confidence, failed = [], [], [], 0
-    for prediction in predictions:
-        if prediction.error is not None:
-            failed += 1
-            print(f"label_image.py: error: cannot classify {one_line_name(prediction.path)}: {prediction.error}",
-                  file=sys.stderr)
-            continue
-        true.append(truth[prediction.path])
-        predicted.append(labels.index(prediction.top[0][0]))
-        confidence.append(prediction.top[0][1])
-    if not true:
-        raise UserError("No image could be classified, so there is nothing to evaluate.")
-    true_a, pred_a = np.array(true), np.array(predicted)
-    print(f"Accuracy = {(true_a == pred_a).mean() * 100:.1f}% (N={len(true)})")
-    matrix = confusion_matrix(true_a, pred_a, len(labels))
-    width = max(8, *(len(label) for label in labels))
-    print("Confusion matrix (rows: true class, columns: predicted):")
-    print(" " * width + "".join(f" {label[:width]:>{width}}" for label in labels))
-    for i, label in enumerate(labels):
-        print(f"{label[:width]:<{width}}" + "".join(f" {v:>{width}}" for v in matrix[i]))
-    for i, label in enumerate(labels):
-        support = matrix[i].sum()
-        if support:
-            print(f"{label}: recall {matrix[i, i] / support * 100:.1f}% ({matrix[i, i]}/{support})")
-    from ..training.calibration import COVERAGE_THRESHOLDS, coverage_table
-
-    thresholds = sorted(set(COVERAGE_THRESHOLDS) | ({threshold} if threshold is not None else set()))
-    print(f"Accuracy against coverage (an image is answered when its best score >= the threshold, "
-          f"else '{UNKNOWN}'):")
-    print(f"{'threshold':>9} {'answered':>9} {'accuracy':>9}")
-    for row in coverage_table(np.array(confidence), true_a == pred_a, thresholds):
-        accuracy = "n/a" if row["accuracy"] is None else f"{row['accuracy'] * 100:.1f}%"
-        print(f"{row['threshold']:>9.2f} {row['coverage'] * 100:>8.1f}% {accuracy:>9} ({row['answered']}/{len(true)})")
-    return failed

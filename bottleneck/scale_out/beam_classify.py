@@ -20,16 +20,8 @@ import numpy as np
 from ..data.images import is_candidate
 from ..data.storage import exists, files_under, is_url, join, local_file, read_bytes, write_bytes
 from ..errors import EXIT_OK, EXIT_USAGE, UserError
-from ..label_image.engine import (
-    Prediction,
-    csv_cells,
-    csv_header,
-    expand_inputs,
-    json_line,
-    load_classifier,
-    prepare_image,
-    top_labels,
-)
+from ..label_image.engine import Prediction, expand_inputs, load_classifier, prepare_image, top_labels
+from ..label_image.formats import csv_cells, csv_header, json_line
 from . import beam as beam_common
 
 NAMESPACE = "classify"
