@@ -44,7 +44,7 @@ def test_every_float_flag_refuses_nan_and_infinity(tmp_path, flag, value):
 
 
 def test_every_float_flag_of_the_parser_is_covered():
-    """A float flag added later is checked too (check_numbers looks at every float value); this keeps the
+    """A float flag added later is checked too (check_finite looks at every float value); this keeps the
     list above honest."""
     parser = build_parser()
     floats = sorted(a.dest for a in parser._actions if a.type is float)

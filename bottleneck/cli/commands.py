@@ -9,8 +9,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from ..config.settings import BottleneckSettings
-from ..errors import EXIT_OK, UserError
+from ..config.checks import check_range
+from ..config.settings import POSITIVE, BottleneckSettings
+from ..errors import EXIT_OK
 from ..model.tf_import import quiet_tensorflow
 from .guard import run_guarded, setup_logging
 
@@ -58,8 +59,8 @@ def beam_bottlenecks_main(argv) -> int:
         from ..model.precision import network_precision
         from ..scale_out.beam_bottlenecks import create_bottlenecks
 
-        if args.extraction_batch_size <= 0:
-            raise UserError("--extraction_batch_size must be a positive number.")
+        check_range("extraction_batch_size", args.extraction_batch_size, POSITIVE,
+                    "--{flag} must be a positive number.")
         if not is_url(args.image_dir):
             list_images(args.image_dir)  # a missing or unusable folder is reported before the model loads
         module = load_module(args.tfhub_module, Path(args.model_dir), log=log, top_block=args.bottleneck_layer)

@@ -12,8 +12,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..config.checks import check_numbers, check_outputs, check_values
-from ..config.settings import PRESETS, RetrainConfig, settings_fields, validate, with_flags
+from ..config.checks import check_settings
+from ..config.settings import PRESETS, RetrainConfig, settings_fields, with_flags
 from ..errors import EXIT_OK, UserError
 from ..model.modules import BUILTIN_MODULE
 from ..model.tf_import import quiet_tensorflow
@@ -94,12 +94,7 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         if "Path" in types[flag]:  # an empty optional path means "not asked for"
             given[flag] = Path(value) if value else None
     config = with_flags(RetrainConfig(), {**preset, **given})
-    # Every check before any work: nan and inf first (the range checks would pass them), then the ranges,
-    # the values the engine relies on, and every output location.
-    check_numbers(config.flags())
-    validate(config)
-    check_values(config)
-    check_outputs(config)
+    check_settings(config)  # every check before any work
     return config
 
 

@@ -1,16 +1,24 @@
-"""Checks of retrain.py's settings that run before any work starts.
+"""Every check of the flags, before any work starts: retrain.py's settings, label_image.py's and beam-bottlenecks'.
 
 Every check raises ``UserError`` (one sentence, exit code 2), so a mistyped
 flag or an output path that cannot be written costs seconds, not the hour of
-bottlenecks that would come before the failure:
+bottlenecks that would come before the failure.  ``check_settings`` runs
+retrain.py's in this order:
 
-- ``check_numbers``: every float flag is a finite number (``nan`` and ``inf``
-  are refused: a NaN learning rate would train and export a NaN model);
-- ``check_values``: the values the engine relies on (seed, tensor name,
-  batch sizes);
+- ``check_finite``: every float is a finite number (``nan`` and ``inf`` are
+  refused first: a NaN learning rate would train and export a NaN model, and
+  nan passes a range check as inf passes a positive one);
+- ``check_ranges``: the range each setting declares in settings.py
+  (``check=``), all in one loop;
+- ``check_rules``: the rules that join settings (the split, the module,
+  fine-tuning, TFLite);
+- ``check_values``: the values the engine relies on (seed, tensor name);
 - ``check_outputs``: every output location can be written, no two outputs
   share one path, and nothing that is in the way (a file where a folder must
   go, a folder where a file must go) is discovered after training.
+
+label_image.py's flags (``check_label_image_flags``) and beam-bottlenecks'
+use the same ``check_finite`` and ``check_range``.
 """
 from __future__ import annotations
 
@@ -21,7 +29,30 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
+from ..model.inception_v3 import CLASSIC_TOP_BLOCK, MAX_TUNED_BLOCKS
+from ..model.modules import BUILTIN_MODULE
+from .settings import (
+    FRACTION,
+    NON_NEGATIVE,
+    PERCENTAGE,
+    PERCENTAGE_BELOW_100,
+    POSITIVE,
+    POSITIVE_OR_WHOLE_SET,
+    SCORE,
+    settings_fields,
+)
 
+# What each declared range accepts, and the sentence that refuses any other value unless the setting names its own.
+RANGES = {
+    POSITIVE: (lambda v: v > 0, "--{flag} must be a positive number, got {value}."),
+    POSITIVE_OR_WHOLE_SET: (lambda v: v > 0 or v == -1,
+                            "--{flag} must be a positive number, or -1 for the whole set, got {value}."),
+    NON_NEGATIVE: (lambda v: v >= 0, "--{flag} cannot be negative, got {value}."),
+    PERCENTAGE: (lambda v: 0 <= v <= 100, "--{flag} is a percentage between 0 and 100."),
+    PERCENTAGE_BELOW_100: (lambda v: 0 <= v < 100, "--{flag} must be between 0 and 100, got {value}."),
+    FRACTION: (lambda v: 0 <= v < 1, "--{flag} must be at least 0 and below 1, got {value}."),
+    SCORE: (lambda v: 0 <= v <= 1, "--{flag} is a score between 0 and 1, got {value:g}."),
+}
 # TensorFlow's rule for op names (tensorflow/core/framework/node_def_util.cc), without '/' (a name scope).
 _OP_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-]*")
 # Names the exported graph already uses for its own nodes.
@@ -29,16 +60,79 @@ RESERVED_TENSOR_NAMES = ("Placeholder", "bottleneck", "final_weights", "final_bi
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds both accept this range
 
 
-def check_numbers(values: dict) -> None:
-    """Every float in ``values`` (flag -> value) must be a finite number (checked before the range checks,
-    which nan would pass)."""
+def check_settings(config) -> None:
+    """Every check of a run's settings, before anything is read or computed: nan and inf first (the range checks
+    would pass them), then the ranges, the rules that join settings, the values the engine relies on, and every
+    output location."""
+    check_finite(config.flags())
+    check_image_dir(config)
+    check_ranges(config)
+    check_rules(config)
+    check_values(config)
+    check_outputs(config)
+
+
+def check_finite(values: dict) -> None:
+    """Every float in ``values`` (flag -> value) must be a finite number."""
     for flag, value in sorted(values.items()):
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"--{flag} must be a finite number, got {value}.")
 
 
+def check_range(flag: str, value, kind: str, refusal: str | None = None) -> None:
+    """Refuse ``value`` unless it lies in the range ``kind`` (a name of settings.py) or is None (not given);
+    ``refusal`` replaces the range's own sentence."""
+    accepts, sentence = RANGES[kind]
+    if value is not None and not accepts(value):
+        raise UserError((refusal or sentence).format(flag=flag, value=value))
+
+
+def check_ranges(config) -> None:
+    """The range that each setting declares with its default, in the settings' order."""
+    for group, field, flag in settings_fields():
+        if field.metadata["check"]:
+            check_range(flag, getattr(getattr(config, group), field.name), field.metadata["check"],
+                        field.metadata["refusal"])
+
+
+def check_image_dir(config) -> None:
+    if config.input.image_dir is None or not str(config.input.image_dir):
+        raise UserError("--image_dir is required: point it at a folder with one sub-folder of images per class.")
+
+
+def check_rules(config) -> None:
+    """The rules that join several settings, or that a range alone cannot say."""
+    inputs, bottlenecks, tuning = config.input, config.bottlenecks, config.fine_tune
+    if inputs.testing_percentage + inputs.validation_percentage >= 100:
+        raise UserError("--testing_percentage plus --validation_percentage leaves no images for training.")
+    if bottlenecks.random_brightness >= 100:
+        raise UserError("--random_brightness must be below 100 (a factor of 1 - b% must stay positive).")
+    builtin = bottlenecks.tfhub_module == BUILTIN_MODULE
+    if not builtin and bottlenecks.bottleneck_layer != CLASSIC_TOP_BLOCK:
+        raise UserError("--bottleneck_layer chooses a block of the built-in --tfhub_module inception_v3 only.")
+    if tuning.enabled:
+        check_fine_tune(config)
+    if config.export.tflite_quantize != "none" and config.export.tflite_output is None:
+        raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")
+
+
+def check_fine_tune(config) -> None:
+    """--fine_tune's settings, which matter only when it is asked for."""
+    tuning = config.fine_tune
+    if config.bottlenecks.tfhub_module != BUILTIN_MODULE:
+        raise UserError("--fine_tune works with the built-in --tfhub_module inception_v3 only.")
+    if not 1 <= tuning.blocks <= MAX_TUNED_BLOCKS:
+        raise UserError(f"--fine_tune_layers must be between 1 and {MAX_TUNED_BLOCKS}, got {tuning.blocks}.")
+    for flag, value in (("fine_tune_steps", tuning.steps), ("fine_tune_batch_size", tuning.batch_size),
+                        ("fine_tune_learning_rate", tuning.learning_rate)):
+        check_range(flag, value, POSITIVE, "--{flag} must be positive, got {value}.")
+    if config.bottlenecks.precision == "int8":
+        raise UserError("--precision int8 cannot feed --fine_tune, which needs the network's float activations; "
+                        "use --precision auto, float32 or bfloat16.")
+
+
 def check_values(config) -> None:
-    """The settings the engine relies on, checked before anything is read or computed."""
+    """The seed and the output tensor's name, which the engine relies on."""
     seed = config.training.seed
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise UserError(f"--random_seed must be between 0 and {MAX_SEED}, got {seed}.")
@@ -51,15 +145,23 @@ def check_values(config) -> None:
     if name in RESERVED_TENSOR_NAMES:
         raise UserError(f"--final_tensor_name '{name}' is already the name of another tensor of the exported graph; "
                         "choose another name.")
-    training = config.training
-    for flag, value in (("train_batch_size", training.batch_size),
-                        ("validation_batch_size", training.validation_batch_size),
-                        ("test_batch_size", training.test_batch_size)):
-        if value == 0 or value < -1:
-            raise UserError(f"--{flag} must be a positive number, or -1 for the whole set, got {value}.")
-    if config.export.intermediate_store_frequency < 0:
-        raise UserError("--intermediate_store_frequency must be 0 (no intermediate graphs) or a positive number of "
-                        f"steps, got {config.export.intermediate_store_frequency}.")
+
+
+def check_label_image_flags(args) -> None:
+    """label_image.py's flags (its parsed ``args``), checked before the graph or any image is read."""
+    if not (list(args.image) + list(args.images)):
+        raise UserError("No image given: pass image files or folders, or --image PATH.")
+    for flag in ("top_k", "batch_size"):
+        check_range(flag, getattr(args, flag), POSITIVE, "--top_k and --batch_size must be positive.")
+    check_finite(vars(args))
+    for flag in ("input_height", "input_width"):
+        check_range(flag, getattr(args, flag), POSITIVE, "--{flag} must be a positive number of pixels, got {value}.")
+    if args.input_std == 0:
+        raise UserError("--input_std cannot be 0: the pixels are divided by it.")
+    check_range("threshold", args.threshold, SCORE)
+    if str(args.graph).lower().endswith(".tflite") and args.precision not in ("auto", "float32"):
+        raise UserError("--precision applies to frozen graphs (.pb); a .tflite model runs at the precision it "
+                        "was converted to (retrain.py --tflite_quantize).")
 
 
 def check_outputs(config) -> None:

@@ -1,37 +1,59 @@
-"""Every setting of a retraining run, written once: its default, its meaning and its flag.
+"""Every setting of a retraining run, written once: its default, its meaning, its flag and its range.
 
 Each group below is one section of ``retrain.py --help``; the command line
-(``cli.py``) builds its flags from these dataclasses, so a default or a help
-text lives here and nowhere else.  A field's flag is its name unless
-``flag=`` says otherwise: the classic script's names are kept even where a
-shorter name reads better in code (``--how_many_training_steps`` is
-``training.steps``).
+(``cli/retrain.py``) builds its flags from these dataclasses, so a default or a
+help text lives here and nowhere else, and ``checks.py`` tests the range that a
+setting declares here.  A field's flag is its name unless ``flag=`` says
+otherwise: the classic script's names are kept even where a shorter name reads
+better in code (``--how_many_training_steps`` is ``training.steps``).
 
 The engine takes a ``RetrainConfig`` and never looks at the command line.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
 from ..model.inception_v3 import CLASSIC_TOP_BLOCK, MAX_TUNED_BLOCKS, TOP_BLOCKS
 from ..model.modules import BUILTIN_MODULE
 from ..model.precision import DEFAULT_PRECISION, PRECISIONS
 from ..model.weights import default_model_dir
 
+# The ranges a number can declare with ``check=``; config/checks.py holds what each accepts and the sentence
+# that refuses any other value, and tests every declared range in one loop.  Every float must also be finite,
+# whatever its range.
+POSITIVE = "positive"  # above 0
+POSITIVE_OR_WHOLE_SET = "positive or -1"  # above 0, or -1 for the whole set
+NON_NEGATIVE = "non-negative"  # 0 or above
+PERCENTAGE = "percentage"  # 0 to 100
+PERCENTAGE_BELOW_100 = "percentage below 100"  # 0 or above and below 100
+FRACTION = "fraction"  # 0 or above and below 1
+SCORE = "score"  # 0 to 1
 
-def setting(default=dataclasses.MISSING, help="", *, flag=None, factory=dataclasses.MISSING, **argparse_options):
-    """A dataclass field with what the command line needs to offer it as a flag.
+# How the TFLite model can be quantized (export/tflite.py converts each).
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
-    ``argparse_options`` go to ``add_argument`` as they are (``type``, ``choices``, ``metavar``).
+
+def setting(default=dataclasses.MISSING, help="", *, flag=None, factory=dataclasses.MISSING, check=None,
+            refusal=None, **argparse_options):
+    """A dataclass field with what the command line needs to offer it as a flag, and the range of its value.
+
+    ``argparse_options`` go to ``add_argument`` as they are (``type``, ``choices``, ``metavar``).  ``check``
+    names the range the value must lie in (POSITIVE, PERCENTAGE, ...; None: no range), and ``refusal`` the
+    sentence that refuses a value outside it where the range's own sentence does not fit (``{flag}`` and
+    ``{value}`` are filled in).
     """
-    metadata = {"help": help, "flag": flag, "argparse": argparse_options}
+    metadata = {"help": help, "flag": flag, "argparse": argparse_options, "check": check, "refusal": refusal}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+# Refusals that several settings share, one sentence naming all of them.
+_NEGATIVE_PERCENTAGE = "--{flag} is a percentage and cannot be negative."
+_SMOOTHING_OR_DROPOUT = "--label_smoothing and --dropout must be at least 0 and below 1."
+_DECAY_OR_PATIENCE = "--weight_decay and --early_stopping_patience cannot be negative."
 
 
 @dataclass(frozen=True)
@@ -39,8 +61,10 @@ class InputSettings:
     """input and split"""
 
     image_dir: Path | None = setting(None, "Path to folders of labeled images (one sub-folder per class).")
-    testing_percentage: float = setting(10, "What percentage of images to use as a test set.")
-    validation_percentage: float = setting(10, "What percentage of images to use as a validation set.")
+    testing_percentage: float = setting(10, "What percentage of images to use as a test set.",
+                                        check=PERCENTAGE_BELOW_100)
+    validation_percentage: float = setting(10, "What percentage of images to use as a validation set.",
+                                           check=PERCENTAGE_BELOW_100)
 
 
 @dataclass(frozen=True)
@@ -63,7 +87,7 @@ class BottleneckSettings:
         "Built-in Inception-v3 only: the block whose averaged output is the bottleneck. mixed_10 is the classic "
         "pool_3; mixed_9, one block lower, transfers better to new classes (--preset best).", choices=TOP_BLOCKS)
     extraction_batch_size: int = setting(
-        32, "How many images go through the network at once when computing bottlenecks.")
+        32, "How many images go through the network at once when computing bottlenecks.", check=POSITIVE)
     precision: str = setting(
         DEFAULT_PRECISION, "Arithmetic of the network while computing bottlenecks: auto (bfloat16 where the processor "
         "computes it natively, else float32), float32, bfloat16, or int8 (a quantized copy run by TensorFlow Lite). "
@@ -71,15 +95,18 @@ class BottleneckSettings:
     # Distortions: each training image gets distorted_copies fixed variants, computed once and cached.
     flip_left_right: bool = setting(False, "Whether to randomly flip half of the training images horizontally.")
     random_crop: float = setting(
-        0, "A percentage determining how much of a margin to randomly crop off the training images.", type=int)
+        0, "A percentage determining how much of a margin to randomly crop off the training images.", type=int,
+        check=NON_NEGATIVE, refusal=_NEGATIVE_PERCENTAGE)
     random_scale: float = setting(
-        0, "A percentage determining how much to randomly scale up the size of the training images by.", type=int)
+        0, "A percentage determining how much to randomly scale up the size of the training images by.", type=int,
+        check=NON_NEGATIVE, refusal=_NEGATIVE_PERCENTAGE)
+    # Also below 100: a rule of checks.py, with its own sentence.
     random_brightness: float = setting(
         0, "A percentage determining how much to randomly multiply the training image input pixels up or down by.",
-        type=int)
+        type=int, check=NON_NEGATIVE, refusal=_NEGATIVE_PERCENTAGE)
     distorted_copies: int = setting(
         3, "With any distortion flag: how many distorted versions of each training image to compute (once, then "
-        "cached) and train on.")
+        "cached) and train on.", check=POSITIVE, refusal="--distorted_copies must be at least 1.")
 
     @property
     def distortion(self):
@@ -97,28 +124,33 @@ class BottleneckSettings:
 class TrainSettings:
     """training"""
 
-    steps: int = setting(4000, "How many training steps to run before ending.", flag="how_many_training_steps")
-    learning_rate: float = setting(0.01, "How large a learning rate to use when training.")
+    steps: int = setting(4000, "How many training steps to run before ending.", flag="how_many_training_steps",
+                         check=POSITIVE)
+    learning_rate: float = setting(0.01, "How large a learning rate to use when training.", check=POSITIVE,
+                                   refusal="--{flag} must be positive, got {value}.")
     batch_size: int = setting(100, "How many images to train on at a time. A value of -1 trains on the whole "
-                              "training set at every step.", flag="train_batch_size")
-    eval_step_interval: int = setting(10, "How often to evaluate the training results.")
+                              "training set at every step.", flag="train_batch_size", check=POSITIVE_OR_WHOLE_SET)
+    eval_step_interval: int = setting(10, "How often to evaluate the training results.", check=POSITIVE)
     validation_batch_size: int = setting(
         100, "How many images to use in an evaluation batch. A value of -1 causes the entire validation set to be "
-        "used, which leads to more stable results across training iterations.")
+        "used, which leads to more stable results across training iterations.", check=POSITIVE_OR_WHOLE_SET)
     test_batch_size: int = setting(
         -1, "How many images to test on. This test set is only used once, to evaluate the final accuracy after "
-        "training completes. A value of -1 causes the entire test set to be used.")
+        "training completes. A value of -1 causes the entire test set to be used.", check=POSITIVE_OR_WHOLE_SET)
     seed: int | None = setting(
         None, "Seed for the weights and batch sampling, so that a run can be reproduced exactly (distorted copies "
         "are a fixed function of each image already).", flag="random_seed")
     optimizer: str = setting("sgd", "Optimizer of the new layer: sgd (the classic), momentum (0.9) or adam.",
                              choices=("sgd", "momentum", "adam"))
-    label_smoothing: float = setting(0.0, "Label smoothing of the training targets (0 to 1).")
-    dropout: float = setting(0.0, "Dropout rate on the bottleneck during training (0 to 1).")
-    weight_decay: float = setting(0.0, "L2 penalty on the new layer's weights.")
+    label_smoothing: float = setting(0.0, "Label smoothing of the training targets (0 to 1).", check=FRACTION,
+                                     refusal=_SMOOTHING_OR_DROPOUT)
+    dropout: float = setting(0.0, "Dropout rate on the bottleneck during training (0 to 1).", check=FRACTION,
+                             refusal=_SMOOTHING_OR_DROPOUT)
+    weight_decay: float = setting(0.0, "L2 penalty on the new layer's weights.", check=NON_NEGATIVE,
+                                  refusal=_DECAY_OR_PATIENCE)
     early_stopping_patience: int = setting(
         0, "Stop after this many evaluations without a lower validation cross-entropy, keeping the best step's "
-        "weights (0: off).")
+        "weights (0: off).", check=NON_NEGATIVE, refusal=_DECAY_OR_PATIENCE)
 
 
 @dataclass(frozen=True)
@@ -152,13 +184,15 @@ class ExportSettings:
     tflite_quantize: str = setting(
         "none", "How the TFLite model is quantized: none (float32), float16 weights, dynamic-range int8 weights, or "
         "int8 weights and activations calibrated on up to 100 training images (int8 input and output).",
-        choices=("none", "float16", "dynamic", "int8"))
+        choices=QUANTIZATIONS)
     checkpoint_path: Path = setting(Path("/tmp/_retrain_checkpoint"),
                                     "Where to save the trained new layer's checkpoint.")
     intermediate_output_graphs_dir: Path = setting(Path("/tmp/intermediate_graph/"),
                                                    "Where to save the intermediate graphs.")
     intermediate_store_frequency: int = setting(
-        0, "How many steps to store intermediate graph. If 0, intermediate graphs are not stored.")
+        0, "How many steps to store intermediate graph. If 0, intermediate graphs are not stored.",
+        check=NON_NEGATIVE, refusal="--intermediate_store_frequency must be 0 (no intermediate graphs) or a positive "
+        "number of steps, got {value}.")
     no_temperature_scaling: bool = setting(
         False, "Export the plain softmax instead of softmax(logits / T), T fitted on the validation set "
         "(docs/data-report.md); the predicted class is the same, only the confidence changes.")
@@ -191,7 +225,7 @@ class RunSettings:
         "outputs kept) when a test image has an exact or near copy in the training or validation set.")
     assert_accuracy_at_least: float | None = setting(
         None, "Fail (exit 1) and keep the previous outputs when the final test accuracy is below PCT percent.",
-        metavar="PCT")
+        metavar="PCT", check=PERCENTAGE)
 
 
 @dataclass(frozen=True)
@@ -243,52 +277,3 @@ PRESETS = {
     "best": {"optimizer": "adam", "learning_rate": 0.001, "bottleneck_layer": "mixed_9"},
 }
 
-
-def validate(config: RetrainConfig) -> None:
-    """Refuse inconsistent settings with one sentence (UserError, exit 2) before any work starts."""
-    inputs, bottlenecks, training, tuning = config.input, config.bottlenecks, config.training, config.fine_tune
-    if inputs.image_dir is None or not str(inputs.image_dir):
-        raise UserError("--image_dir is required: point it at a folder with one sub-folder of images per class.")
-    for flag, value in (("how_many_training_steps", training.steps),
-                        ("eval_step_interval", training.eval_step_interval),
-                        ("extraction_batch_size", bottlenecks.extraction_batch_size)):
-        if value <= 0:
-            raise UserError(f"--{flag} must be a positive number, got {value}.")
-    for flag in ("testing_percentage", "validation_percentage"):
-        if not 0 <= getattr(inputs, flag) < 100:
-            raise UserError(f"--{flag} must be between 0 and 100, got {getattr(inputs, flag)}.")
-    if inputs.testing_percentage + inputs.validation_percentage >= 100:
-        raise UserError("--testing_percentage plus --validation_percentage leaves no images for training.")
-    if bottlenecks.distorted_copies <= 0:
-        raise UserError("--distorted_copies must be at least 1.")
-    for flag in ("random_crop", "random_scale", "random_brightness"):
-        if getattr(bottlenecks, flag) < 0:
-            raise UserError(f"--{flag} is a percentage and cannot be negative.")
-    gate = config.run.assert_accuracy_at_least
-    if gate is not None and not 0 <= gate <= 100:
-        raise UserError("--assert_accuracy_at_least is a percentage between 0 and 100.")
-    if bottlenecks.random_brightness >= 100:
-        raise UserError("--random_brightness must be below 100 (a factor of 1 - b% must stay positive).")
-    if not 0 <= training.label_smoothing < 1 or not 0 <= training.dropout < 1:
-        raise UserError("--label_smoothing and --dropout must be at least 0 and below 1.")
-    if not training.learning_rate > 0 or not math.isfinite(training.learning_rate):
-        raise UserError(f"--learning_rate must be positive, got {training.learning_rate}.")
-    if training.weight_decay < 0 or training.early_stopping_patience < 0:
-        raise UserError("--weight_decay and --early_stopping_patience cannot be negative.")
-    builtin = bottlenecks.tfhub_module == BUILTIN_MODULE
-    if not builtin and bottlenecks.bottleneck_layer != CLASSIC_TOP_BLOCK:
-        raise UserError("--bottleneck_layer chooses a block of the built-in --tfhub_module inception_v3 only.")
-    if tuning.enabled:
-        if not builtin:
-            raise UserError("--fine_tune works with the built-in --tfhub_module inception_v3 only.")
-        if not 1 <= tuning.blocks <= MAX_TUNED_BLOCKS:
-            raise UserError(f"--fine_tune_layers must be between 1 and {MAX_TUNED_BLOCKS}, got {tuning.blocks}.")
-        for flag, value in (("fine_tune_steps", tuning.steps), ("fine_tune_batch_size", tuning.batch_size),
-                            ("fine_tune_learning_rate", tuning.learning_rate)):
-            if value <= 0:
-                raise UserError(f"--{flag} must be positive, got {value}.")
-    if bottlenecks.precision == "int8" and tuning.enabled:
-        raise UserError("--precision int8 cannot feed --fine_tune, which needs the network's float activations; "
-                        "use --precision auto, float32 or bfloat16.")
-    if config.export.tflite_quantize != "none" and config.export.tflite_output is None:
-        raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.checks import check_label_image_flags
 from ..data.images import BadImage, is_candidate, load_for_model
 from ..errors import UserError, first_line
 
@@ -185,27 +186,10 @@ def answer(prediction: Prediction, threshold: float | None) -> str | None:
 
 def load_classifier(args):
     """The checked model and labels that label_image.py's ``args`` name: (classifier, labels)."""
-    if not (list(args.image) + list(args.images)):
-        raise UserError("No image given: pass image files or folders, or --image PATH.")
-    if args.top_k <= 0 or args.batch_size <= 0:
-        raise UserError("--top_k and --batch_size must be positive.")
-    from ..config.checks import check_numbers
-
-    check_numbers(vars(args))
-    for flag in ("input_height", "input_width"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise UserError(f"--{flag} must be a positive number of pixels, got {value}.")
-    if args.input_std == 0:
-        raise UserError("--input_std cannot be 0: the pixels are divided by it.")
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise UserError(f"--threshold is a score between 0 and 1, got {args.threshold:g}.")
+    check_label_image_flags(args)
     if str(args.graph).lower().endswith(".tflite"):
         from ..export.tflite import load_tflite
 
-        if args.precision not in ("auto", "float32"):
-            raise UserError("--precision applies to frozen graphs (.pb); a .tflite model runs at the precision it "
-                            "was converted to (retrain.py --tflite_quantize).")
         classifier = load_tflite(args.graph, args.input_height, args.input_width)
         labels_path = args.labels or (None if classifier.labels else DEFAULT_LABELS)
         labels = read_labels(labels_path) if labels_path else classifier.labels
