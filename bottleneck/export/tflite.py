@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_bytes_atomic
+from ..config.settings import QUANTIZATIONS
 from ..data.images import representative_images
 from ..errors import EXIT_FAILURE, UserError, first_line
 from ..model.modules import FeatureModule
 from ..model.tf_import import make_interpreter, parked_stderr
 from .classifier import classifier_fn
 
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 LABELS_METADATA = "labels"
 REPRESENTATIVE_IMAGES = 100  # calibration images for int8
 
