@@ -92,6 +92,10 @@ class BottleneckSettings:
         DEFAULT_PRECISION, "Arithmetic of the network while computing bottlenecks: auto (bfloat16 where the processor "
         "computes it natively, else float32), float32, bfloat16, or int8 (a quantized copy run by TensorFlow Lite). "
         "Exports stay float32.", choices=PRECISIONS)
+    decode_workers: str = setting(
+        "auto", "Where images are decoded while bottlenecks are computed: auto (worker processes on a machine with "
+        "at least 4 usable cores and 500 images or more to compute, else threads; docs/performance.md), threads, or "
+        "processes.", choices=("auto", "threads", "processes"))  # data/decoding.py's WORKER_KINDS
     # Distortions: each training image gets distorted_copies fixed variants, computed once and cached.
     flip_left_right: bool = setting(False, "Whether to randomly flip half of the training images horizontally.")
     random_crop: float = setting(

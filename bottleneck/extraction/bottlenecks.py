@@ -29,6 +29,7 @@ from ..cache.store import BottleneckCache, Entry
 from ..config.settings import BottleneckSettings
 from ..console.notes import bounded
 from ..console.progress import Progress
+from ..data.decoding import PROCESSES, choose_workers
 from ..data.split import ClassSplit
 from ..data.walk import ImageClass, ImageFile
 from ..model.modules import FeatureModule
@@ -148,9 +149,12 @@ def compute(settings: BottleneckSettings, module: FeatureModule, stores: list[Bo
         features = extraction_fn(module, tuned_blocks)
     # The precision the run logged at its start (choose() gives the same answer again); each GPU gets a full batch.
     features = runner(module, choose(settings.precision), settings.model_dir, features)
+    workers = choose_workers(settings.decode_workers, len(jobs))
+    if workers.kind == PROCESSES:  # threads are what a run has always used; processes are worth a line
+        log.info("Decoding on %d worker processes (%s).", workers.count, workers.why)
     with Progress(len(jobs), "Bottlenecks", enabled=show_progress) as bar:
         bad = compute_missing(module, jobs, stores, settings.extraction_batch_size * device_count(), bar.update,
-                              features=features, distortion=settings.distortion)
+                              features=features, distortion=settings.distortion, workers=workers)
     rate = len(jobs) / (time.perf_counter() - started)
     log.info("%d bottlenecks created (%.1f images/s).", len(jobs) - len(bad), rate)
     bad = list({s.path: s for s in bad}.values())  # a failed distorted copy means its image failed
