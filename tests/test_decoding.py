@@ -300,3 +300,18 @@ def test_retrain_computes_the_same_bottlenecks_on_processes_as_on_threads(tmp_pa
     plain = [key for key in vectors[THREADS] if key[2] == ""]
     assert len(plain) == 30 and len(vectors[THREADS]) > len(plain)  # the distorted copies of training images too
     assert vectors[THREADS] == vectors[PROCESSES]
+
+    # label_image.py over the folder: the same scores, the same error, the same order.
+    from bottleneck.cli.label_image import label_image_main
+
+    out = tmp_path / THREADS / "out"
+    printed = {}
+    for kind in (THREADS, PROCESSES):
+        capsys.readouterr()
+        code = label_image_main([f"--graph={out / 'graph.pb'}", f"--labels={out / 'labels.txt'}", "--batch_size=7",
+                                 "--output_format=json", "--input_mean=10", "--input_std=200",
+                                 f"--decode_workers={kind}", str(images)])
+        printed[kind] = capsys.readouterr()
+        assert code == 2 and "broken.jpg" in printed[kind].err
+    assert printed[THREADS] == printed[PROCESSES]
+    assert len(printed[THREADS].out.splitlines()) == 31

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import sys
 
+from ..data.decoding import AUTO, WORKER_KINDS
 from ..errors import EXIT_OK, EXIT_USAGE, UserError
 from ..label_image.engine import DEFAULT_LABELS, UNKNOWN, classify_paths, expand_inputs, load_classifier
 from ..label_image.evaluate import print_evaluation, true_labels
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Arithmetic of a frozen graph's network: auto (bfloat16 where the processor computes it "
                         "natively, else float32), float32, bfloat16, or int8 (its network quantized once, run by "
                         "TensorFlow Lite).")
+    p.add_argument("--decode_workers", choices=WORKER_KINDS, default=AUTO,
+                   help="Where images are decoded: auto (worker processes on a machine with at least 4 usable cores "
+                        "and 500 images or more, else threads; docs/performance.md), threads, or processes.")
     p.add_argument("--beam_output", default=None, metavar="DIR",
                    help="Classify as an Apache Beam pipeline (this machine by default; a cluster with Beam's --runner "
                         "options, which are passed through) and write the --output_format csv or json rows as "
@@ -67,7 +71,8 @@ def classify_and_print(args) -> int:
         raise UserError("No image files found in the given folders.")
     truth = true_labels(inputs, paths, labels) if args.evaluate else None
     top_k = len(labels) if args.evaluate else args.top_k
-    predictions = classify_paths(classifier, labels, paths, top_k, args.input_mean, args.input_std, args.batch_size)
+    predictions = classify_paths(classifier, labels, paths, top_k, args.input_mean, args.input_std, args.batch_size,
+                                 args.decode_workers)
     if args.evaluate:
         failed = print_evaluation(predictions, truth, labels, args.threshold)
     else:

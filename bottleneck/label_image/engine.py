@@ -5,19 +5,19 @@ instead (see tflite.py): its input size comes from the model, int8 models get
 their input quantized and their scores dequantized, and its embedded labels are
 used when no ``--labels`` is given.
 
-The graph is loaded once, images are decoded on a thread pool and run through
-it in batches, so a folder of thousands of photos costs one graph load.
+The graph is loaded once, images are decoded on every core (data/decoding.py)
+ahead of the graph and run through it in batches, so a folder of thousands of
+photos costs one graph load.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..config.checks import check_label_image_flags
+from ..data.decoding import AUTO, DecodingPool, FileDecoder, FileTask, Workers, choose_workers
 from ..data.images import BadImage, is_candidate, load_for_model
 from ..errors import UserError, first_line
 
@@ -138,26 +138,34 @@ class Prediction:
 
 
 def classify_paths(classifier: Classifier, labels: list[str], paths: list[Path], top_k=5, mean=0.0, std=255.0,
-                   batch_size=32):
-    """Yield a Prediction per path, in order; unreadable images carry an error instead of labels."""
-    def prepare(path: Path):
-        return prepare_image(path, classifier.height, classifier.width, mean, std)
+                   batch_size=32, workers: Workers | str = AUTO):
+    """Yield a Prediction per path, in order; unreadable images carry an error instead of labels.
 
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            prepared = list(pool.map(prepare, chunk))
-            good = [i for i, p in enumerate(prepared) if not isinstance(p, str)]
-            scores = classifier(np.stack([prepared[i] for i in good]).astype(np.float32)) if good else []
-            if good and np.shape(scores) != (len(good), len(labels)):
-                raise UserError(f"The model gave scores of shape {list(np.shape(scores))} for {len(good)} images and "
-                                f"{len(labels)} labels; --output_layer must name one score per class and image.")
-            score_of = dict(zip(good, scores))
-            for i, path in enumerate(chunk):
-                if i not in score_of:
-                    yield Prediction(path, None, prepared[i])
-                    continue
-                yield Prediction(path, top_labels(score_of[i], labels, top_k))
+    The images are decoded ahead of the graph by ``workers`` (a choice of data/decoding.py, or its name: auto,
+    threads, processes), ``batch_size`` paths to a batch.
+    """
+    if not paths:
+        return
+    if isinstance(workers, str):
+        workers = choose_workers(workers, len(paths))
+    decoder = FileDecoder(classifier.height, classifier.width)
+    with DecodingPool(decoder, classifier.height, classifier.width, batch_size, workers) as pool:
+        for batch in pool.batches(FileTask(str(path)) for path in paths):
+            pixels = batch.pixels
+            if batch.decoded and (mean, std) != (0.0, 255.0):
+                pixels = (pixels * 255.0 - mean) / std  # prepare_image's arithmetic, on the whole batch
+            scores = classifier(pixels) if batch.decoded else []
+            if batch.decoded and np.shape(scores) != (len(batch.decoded), len(labels)):
+                raise UserError(f"The model gave scores of shape {list(np.shape(scores))} for {len(batch.decoded)} "
+                                f"images and {len(labels)} labels; --output_layer must name one score per class and "
+                                "image.")
+            outcome = {**dict(batch.failed), **dict(zip(batch.decoded, scores))}
+            for position in sorted(outcome):
+                result = outcome[position]
+                if isinstance(result, str):
+                    yield Prediction(paths[position], None, result)
+                else:
+                    yield Prediction(paths[position], top_labels(result, labels, top_k))
 
 
 def prepare_image(source, height: int, width: int, mean=0.0, std=255.0):
