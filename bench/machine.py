@@ -37,18 +37,35 @@ def _ram_gb() -> float | None:
     return None
 
 
-def machine() -> dict:
-    """The machine, as every result file records it; call it when the measurement starts (it notes the load)."""
+def _nvidia_gpus() -> list[str]:
+    """The GPUs that nvidia-smi lists, for a benchmark that does not load TensorFlow."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.split(" (UUID")[0] for line in out.splitlines() if line.startswith("GPU ")]
+
+
+def machine(tensorflow: bool = True) -> dict:
+    """The machine, as every result file records it; call it when the measurement starts (it notes the load).
+
+    ``tensorflow=False`` records it without importing TensorFlow (for benchmarks that run where it is not
+    installed): its version only if already imported, and the GPUs as nvidia-smi lists them.
+    """
     from bottleneck.model.precision import cpu_flags
 
     flags = cpu_flags()
-    try:
-        import tensorflow as tf
+    tf_version, gpus = None, []
+    if tensorflow or "tensorflow" in sys.modules:
+        try:
+            import tensorflow as tf
 
-        tf_version = tf.__version__
-        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    except ImportError:
-        tf_version, gpus = None, []
+            tf_version = tf.__version__
+            gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+        except ImportError:
+            pass
+    else:
+        gpus = _nvidia_gpus()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu_model": _cpu_model(), "cores": usable, "logical_cpus": os.cpu_count(),
             "flags": {f: f in flags for f in RELEVANT_FLAGS}, "ram_gb": _ram_gb(),
