@@ -215,6 +215,9 @@ class ReportSettings:
     skip_data_checks: bool = setting(
         False, "Skip the search for suspected label errors, duplicates and test-set leakage (report.html's last "
         "sections and their CSV files; docs/data-report.md).")
+    skip_heatmaps: bool = setting(
+        False, "Skip the heatmaps that report.html lays over its misclassified images and suspected label errors "
+        "(one pass of those images through the network; docs/reports.md).")
 
 
 @dataclass(frozen=True)
