@@ -82,6 +82,7 @@ def _counts(log):
 def test_each_precision_has_its_own_cache_and_float32_keeps_its_vectors(tmp_path, images, tiny_module, caplog,
                                                                         monkeypatch):
     monkeypatch.setattr(P, "cpu_flags", lambda: AVX512_BF16)
+    monkeypatch.setattr(P, "bfloat16_rewrite_runs", lambda: True)  # as on such a processor
     caplog.set_level("INFO", logger="retrain")
     log = _retrain(tmp_path, images, tiny_module, caplog, "--precision=float32")
     assert "Running the network in float32" in log and _counts(log) == (0, 36)
@@ -98,6 +99,7 @@ def test_each_precision_has_its_own_cache_and_float32_keeps_its_vectors(tmp_path
 def test_bfloat16_on_a_processor_without_it_warns_and_still_trains(tmp_path, images, tiny_module, caplog,
                                                                   monkeypatch):
     monkeypatch.setattr(P, "cpu_flags", lambda: AVX2_ONLY)
+    monkeypatch.setattr(P, "bfloat16_rewrite_runs", lambda: True)  # emulated: TensorFlow rewrites all the same
     caplog.set_level("INFO", logger="retrain")
     log = _retrain(tmp_path, images, tiny_module, caplog, "--precision=bfloat16")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -212,8 +214,14 @@ batch = np.random.default_rng(0).random((7, module.height, module.width, 3), dty
 single = runner(module, choose("float32"), devices=[])(batch).numpy()
 spread = runner(module, choose("float32"), devices=devices)(batch).numpy()
 assert spread.shape == single.shape == (7, module.bottleneck_size)
-assert np.array_equal(spread, single), np.abs(spread - single).max()
-print("equal on", len(devices), "devices")
+assert len({row.tobytes() for row in single}) == 7  # the images give different vectors: rows cannot be mixed up
+# A slice is a smaller batch, for which oneDNN may block the same sums differently; float32 rounds each addition
+# to half an ulp, so a sum of a few hundred products taken in another order may move by some tens of ulps of the
+# largest value. 1e-5 of the largest value is about 80 ulps; a row from another image or a lost slice is off by
+# the size of the values themselves.
+tolerance = 1e-5 * np.abs(single).max()
+assert np.abs(spread - single).max() <= tolerance, (np.abs(spread - single).max(), tolerance)
+print("equal within float32 rounding on", len(devices), "devices")
 """
 
 
@@ -222,7 +230,7 @@ def test_batches_spread_over_two_logical_devices_give_the_single_device_vectors(
     result = subprocess.run([sys.executable, "-c", MULTI_DEVICE, str(tiny_module), str(ROOT)], capture_output=True,
                             text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "equal on 2 devices" in result.stdout
+    assert "equal within float32 rounding on 2 devices" in result.stdout
 
 
 def test_bfloat16_kernels_missing_on_a_processor_stop_the_run_with_one_sentence():

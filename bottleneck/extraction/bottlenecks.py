@@ -33,7 +33,7 @@ from ..data.decoding import PROCESSES, choose_workers
 from ..data.split import ClassSplit
 from ..data.walk import ImageClass, ImageFile
 from ..model.modules import FeatureModule
-from ..model.precision import choose
+from ..model.precision import precision_here
 from ..model.runner import device_count, runner
 from .activations import extraction_fn
 from .batches import Job, Skipped, compute_missing
@@ -147,8 +147,9 @@ def compute(settings: BottleneckSettings, module: FeatureModule, stores: list[Bo
     features = None
     if len(stores) > 1:  # the activations at the cut come from the same forward pass
         features = extraction_fn(module, tuned_blocks)
-    # The precision the run logged at its start (choose() gives the same answer again); each GPU gets a full batch.
-    features = runner(module, choose(settings.precision), settings.model_dir, features)
+    # The precision the run logged at its start (precision_here() gives the same answer again); each GPU gets a
+    # full batch.
+    features = runner(module, precision_here(settings.precision), settings.model_dir, features)
     workers = choose_workers(settings.decode_workers, len(jobs))
     if workers.kind == PROCESSES:  # threads are what a run has always used; processes are worth a line
         log.info("Decoding on %d worker processes (%s).", workers.count, workers.why)

@@ -5,6 +5,15 @@ natively -- a CPU with the ``avx512_bf16`` or ``amx_bf16`` flag -- and float32
 everywhere else, GPUs included (see ``native_bfloat16``).  It never picks
 int8: that stays a choice the user makes.
 
+The flags say what the processor could do, not what TensorFlow does: its
+oneDNN rewrite runs only where TensorFlow itself decides the processor can
+take it (oneDNN built in and switched on, the network on the CPU, a processor
+TensorFlow deems able).  So ``precision_here`` checks once per process that
+the rewrite really changes a small probe computation
+(``bfloat16_rewrite_runs``); where it does not, bfloat16 is not what would
+run, and float32 runs under float32's own cache identity, with a warning
+where bfloat16 was asked for.
+
 bfloat16 is applied by oneDNN's automatic mixed precision, a Grappler rewrite
 of the graphs that TensorFlow runs (``auto_mixed_precision_onednn_bfloat16``).
 The option is read whenever a function is run, so it is switched on only
@@ -18,6 +27,7 @@ and tested without it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -41,7 +51,9 @@ log = logging.getLogger("retrain")
 class Precision:
     name: str  # float32, bfloat16 or int8: what actually runs
     reason: str  # why, in words for the log
-    native: bool = True  # False: bfloat16 asked for on hardware that has to emulate it
+    # False: not what was asked for at full speed -- bfloat16 emulated by hardware without it, or bfloat16
+    # asked for where it does not run at all, so float32 runs instead; either way the log says so as a warning.
+    native: bool = True
 
     @property
     def cache_suffix(self) -> str:
@@ -129,10 +141,35 @@ def describe(precision: Precision) -> str:
     return f"Running the network in {precision.name}: {precision.reason}."
 
 
-def network_precision(requested: str, flags: frozenset[str] | None = None,
-                      gpus: list[tuple[int, int]] | None = None) -> Precision:
-    """choose(), and say in the log which precision runs and why (a warning where it will be slow)."""
+def precision_here(requested: str, flags: frozenset[str] | None = None, gpus: list[tuple[int, int]] | None = None,
+                   rewrite_runs: bool | None = None) -> Precision:
+    """choose(), kept only where it is true: bfloat16 where the rewrite really runs here, float32 elsewhere.
+
+    ``rewrite_runs`` defaults to this process's ``bfloat16_rewrite_runs()``,
+    probed only when bfloat16 is on the table; tests pass their own.  Where the
+    rewrite does not run, the network would compute float32 anyway, so it runs
+    as float32, under float32's cache identity, and its vectors serve float32 runs.
+    """
+    flags = cpu_flags() if flags is None else flags
+    gpus = gpu_capabilities() if gpus is None else gpus
     chosen = choose(requested, flags, gpus)
+    if chosen.name != "bfloat16":
+        return chosen
+    if bfloat16_rewrite_runs() if rewrite_runs is None else rewrite_runs:
+        return chosen
+    _native, why = native_bfloat16(flags, gpus)
+    if requested == "auto":
+        return Precision(FLOAT32, f"auto: {why}, but oneDNN's bfloat16 rewrite does not change what this "
+                                  "TensorFlow computes")
+    return Precision(FLOAT32, f"asked for bfloat16 (--precision bfloat16), but bfloat16 does not run here ({why}, "
+                              "and oneDNN's bfloat16 rewrite does not change what this TensorFlow computes), so "
+                              "float32 runs and its vectors are cached as float32's", native=False)
+
+
+def network_precision(requested: str, flags: frozenset[str] | None = None,
+                      gpus: list[tuple[int, int]] | None = None, rewrite_runs: bool | None = None) -> Precision:
+    """precision_here(), and say in the log which precision runs and why (a warning where it is not as asked)."""
+    chosen = precision_here(requested, flags, gpus, rewrite_runs)
     (log.info if chosen.native else log.warning)(describe(chosen))
     return chosen
 
@@ -161,6 +198,35 @@ def bfloat16_scope(enabled: bool = True):
             yield
         finally:
             tf.config.optimizer.set_experimental_options({_BFLOAT16_OPTION: before})
+
+
+@functools.cache
+def bfloat16_rewrite_runs() -> bool:
+    """Whether oneDNN's bfloat16 rewrite really changes what TensorFlow computes here; probed once per process.
+
+    A small convolution runs with and without the rewrite, on the device the
+    network would use: bfloat16 keeps 8 bits of each random input's 24, so
+    where the rewrite runs the two results differ, and where TensorFlow skips it
+    (no oneDNN, a processor it deems unable, a GPU) they are equal to the bit.
+    A rewrite that fails on missing kernels counts as not running.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((1, 8, 8, 16), dtype=np.float32))
+    kernel = tf.constant(rng.random((3, 3, 16, 16), dtype=np.float32))
+
+    def probe(x):  # x is an argument, not a constant, so Grappler cannot fold the convolution away
+        return tf.nn.conv2d(x, kernel, 1, "SAME")
+
+    plain = tf.function(probe, autograph=False)(images).numpy()
+    try:
+        with bfloat16_scope():
+            rewritten = tf.function(probe, autograph=False)(images).numpy()
+    except (tf.errors.NotFoundError, tf.errors.UnimplementedError, tf.errors.InternalError):
+        return False
+    return not np.array_equal(plain, rewritten)
 
 
 class InPrecision:
