@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_dataset, retrain_args
+from helpers import ROOT, make_dataset, retrain_args
 
 from bottleneck.cache.shards import import_shards
 from bottleneck.cache.store import BottleneckCache, Entry

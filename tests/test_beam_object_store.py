@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata, FileSystem
 from apache_beam.io.localfilesystem import LocalFileSystem
-from conftest import make_dataset, retrain_args
+from helpers import make_dataset, retrain_args
 
 from bottleneck.cache.shards import SHARD_PATTERN, import_shards
 from bottleneck.cache.store import BottleneckCache, Entry

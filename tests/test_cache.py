@@ -3,7 +3,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import TINY_DIM, make_dataset, retrain_args, write_photo
+from helpers import TINY_DIM, make_dataset, retrain_args, write_photo
 
 from bottleneck.cache.store import DB_NAME, BottleneckCache, Entry
 from bottleneck.cli.retrain import retrain_main

@@ -14,8 +14,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import make_dataset, the_error, write_photo
-from conftest import run_retrain as run
+from helpers import make_dataset, the_error, write_photo
+from helpers import run_retrain as run
 
 import bottleneck.cache.store as cache_module
 import bottleneck.extraction.bottlenecks as bottlenecks_module

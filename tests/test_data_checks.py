@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import CLASS_COLOURS, make_dataset, retrain_args, the_error, write_photo
+from helpers import CLASS_COLOURS, make_dataset, retrain_args, the_error, write_photo
 
 from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.split import which_set

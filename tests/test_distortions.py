@@ -3,7 +3,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import make_dataset, retrain_args
+from helpers import make_dataset, retrain_args
 
 from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.distort import Distortion

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASS_COLOURS, ROOT, TINY_SIZE, make_dataset, retrain_args, write_photo
+from helpers import CLASS_COLOURS, ROOT, TINY_SIZE, make_dataset, retrain_args, write_photo
 from PIL import Image
 
 from bottleneck.cli.label_image import label_image_main

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, import_frozen_graph, the_error
 from golden_inputs import golden_images
+from helpers import ROOT, import_frozen_graph, the_error
 
 pytestmark = pytest.mark.inception
 SAMPLE = ROOT / "examples" / "flower_photos"

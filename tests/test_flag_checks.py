@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import import_frozen_graph, make_dataset, the_error
-from conftest import run_retrain as run
+from helpers import import_frozen_graph, make_dataset, the_error
+from helpers import run_retrain as run
 
 from bottleneck.cli.retrain import build_parser, config_from_args
 from bottleneck.errors import UserError

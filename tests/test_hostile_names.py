@@ -13,8 +13,8 @@ import unicodedata
 
 import numpy as np
 import pytest
-from conftest import make_dataset, the_error, write_photo
-from conftest import run_retrain as run
+from helpers import make_dataset, the_error, write_photo
+from helpers import run_retrain as run
 from PIL import Image
 
 from bottleneck.cache.classic import import_classic_text

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_dataset, retrain_args, the_error, write_photo
-from conftest import run_retrain as run
+from helpers import make_dataset, retrain_args, the_error, write_photo
+from helpers import run_retrain as run
 from PIL import Image
 
 import bottleneck.pipeline as pipeline

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, import_frozen_graph
 from golden_inputs import golden_images
+from helpers import ROOT, import_frozen_graph
 
 pytestmark = pytest.mark.inception
 SAMPLE = ROOT / "examples" / "flower_photos"

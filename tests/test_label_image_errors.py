@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_dataset, one_sentence, retrain_args, write_photo
+from helpers import ROOT, make_dataset, one_sentence, retrain_args, write_photo
 
 from bottleneck.cli.label_image import label_image_main
 from bottleneck.cli.retrain import retrain_main

@@ -4,7 +4,7 @@ import io
 import json
 
 import pytest
-from conftest import make_dataset, retrain_args, write_photo
+from helpers import make_dataset, retrain_args, write_photo
 
 from bottleneck.cli.label_image import label_image_main
 from bottleneck.cli.retrain import retrain_main

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_dataset, retrain_args, the_error, write_photo
-from conftest import run_retrain as run
+from helpers import ROOT, make_dataset, retrain_args, the_error, write_photo
+from helpers import run_retrain as run
 
 from bottleneck import atomic
 

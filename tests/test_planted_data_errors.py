@@ -5,7 +5,7 @@ import json
 import shutil
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 from PIL import Image
 
 from bottleneck.cli.retrain import retrain_main

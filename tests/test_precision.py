@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_dataset, retrain_args, write_photo
+from helpers import ROOT, make_dataset, retrain_args, write_photo
 
 from bottleneck.cli.label_image import label_image_main
 from bottleneck.cli.retrain import retrain_main

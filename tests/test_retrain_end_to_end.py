@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, run_retrain, write_photo
+from helpers import ROOT, TINY_SIZE, import_frozen_graph, make_dataset, retrain_args, run_retrain, write_photo
 
 from bottleneck.cli.label_image import label_image_main
 from bottleneck.cli.retrain import retrain_main

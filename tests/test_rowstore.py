@@ -1,6 +1,6 @@
 """Training sets too big for memory are read from disk a batch at a time, with the very same results."""
 import numpy as np
-from conftest import retrain_args
+from helpers import retrain_args
 
 from bottleneck.cache import sets
 from bottleneck.cache.rowstore import DiskRows

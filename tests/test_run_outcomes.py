@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_dataset, retrain_args, the_error, write_photo
+from helpers import ROOT, make_dataset, retrain_args, the_error, write_photo
 
 from bottleneck import atomic
 from bottleneck.cli.retrain import retrain_main

@@ -1,6 +1,6 @@
 """Labels from folder names and the stable hash split."""
 import pytest
-from conftest import make_dataset, write_photo
+from helpers import make_dataset, write_photo
 
 from bottleneck.data.split import percentage_hash, split_class, which_set
 from bottleneck.data.walk import ImageClass, ImageFile, label_for_folder, list_images

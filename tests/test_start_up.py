@@ -3,7 +3,7 @@ without leaving its objects for the garbage collector to walk again and again.""
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import CLASS_COLOURS, TINY_SIZE, retrain_args, write_photo
+from helpers import CLASS_COLOURS, TINY_SIZE, retrain_args, write_photo
 
 from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.images import load_for_model
