@@ -1,41 +1,25 @@
 """label_image.py errors: bad images are reported one by one; bad graphs and labels are one sentence."""
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, make_dataset, one_sentence, retrain_args, write_photo
+from helpers import ROOT, one_sentence, write_photo
 
 from bottleneck.cli.label_image import label_image_main
-from bottleneck.cli.retrain import retrain_main
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_module, tmp_path_factory) -> Path:
-    """graph.pb and labels.txt (blue, green, red) from one retrain.py run on the tiny module."""
-    tmp = tmp_path_factory.mktemp("label_image")
-    images = make_dataset(tmp / "images", {"red": 8, "green": 8, "blue": 8})
-    with contextlib.redirect_stderr(io.StringIO()) as log, contextlib.redirect_stdout(io.StringIO()):
-        code = retrain_main(retrain_args(tmp, images, tiny_module, steps=30))
-    assert code == 0, log.getvalue()[-3000:]
-    return tmp / "out"
-
-
-def classify(trained, capsys, *args, graph=None, labels=None):
+def classify(trained_graph, capsys, *args, graph=None, labels=None):
     """label_image.py in-process: (exit code, stdout, stderr)."""
-    argv = [f"--graph={graph or trained / 'graph.pb'}", f"--labels={labels or trained / 'labels.txt'}", *map(str, args)]
+    argv = [f"--graph={graph or trained_graph.graph}", f"--labels={labels or trained_graph.labels}", *map(str, args)]
     code = label_image_main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
 
 
 def photo(folder: Path, name: str, colour: str, seed: int) -> Path:
@@ -45,7 +29,7 @@ def photo(folder: Path, name: str, colour: str, seed: int) -> Path:
 # --------------------------------------------------------------------------- bad images
 
 
-def test_a_bad_image_gets_an_error_line_and_the_others_are_still_classified(trained, tmp_path, capsys):
+def test_a_bad_image_gets_an_error_line_and_the_others_are_still_classified(trained_graph, tmp_path, capsys):
     good_red = photo(tmp_path, "a red one.jpg", "red", 1)
     good_blue = photo(tmp_path, "blue.png", "blue", 2)
     text = tmp_path / "text.jpg"
@@ -56,7 +40,7 @@ def test_a_bad_image_gets_an_error_line_and_the_others_are_still_classified(trai
     truncated.write_bytes(good_red.read_bytes()[:300])
     missing = tmp_path / "missing.jpg"
 
-    code, out, err = classify(trained, capsys, text, good_red, empty, missing, truncated, good_blue)
+    code, out, err = classify(trained_graph, capsys, text, good_red, empty, missing, truncated, good_blue)
 
     assert code == 2  # non-zero: some images failed
     assert "Traceback" not in err
@@ -74,14 +58,14 @@ def test_a_bad_image_gets_an_error_line_and_the_others_are_still_classified(trai
     assert lines[blue_at + 1].split()[0] == "blue"
 
 
-def test_a_folder_with_a_bad_file_classifies_the_rest(trained, tmp_path, capsys):
+def test_a_folder_with_a_bad_file_classifies_the_rest(trained_graph, tmp_path, capsys):
     folder = tmp_path / "photos"
     good = [photo(folder, "g1.jpg", "green", 3), photo(folder / "sub", "r1.jpg", "red", 4)]
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
     (folder / "notes.txt").write_text("not an image name: ignored")
     (folder / "._g1.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork: ignored
 
-    code, out, err = classify(trained, capsys, folder)
+    code, out, err = classify(trained_graph, capsys, folder)
 
     assert code == 2
     assert err.splitlines() == [f"label_image.py: error: cannot classify {folder / 'broken.jpg'}: "
@@ -90,12 +74,13 @@ def test_a_folder_with_a_bad_file_classifies_the_rest(trained, tmp_path, capsys)
         assert str(path) in out.splitlines()
 
 
-def test_all_good_images_exit_0(trained, tmp_path, capsys):
-    code, out, err = classify(trained, capsys, photo(tmp_path, "r.jpg", "red", 5), photo(tmp_path, "g.jpg", "green", 6))
+def test_all_good_images_exit_0(trained_graph, tmp_path, capsys):
+    red, green = photo(tmp_path, "r.jpg", "red", 5), photo(tmp_path, "g.jpg", "green", 6)
+    code, out, err = classify(trained_graph, capsys, red, green)
     assert code == 0 and err == ""
 
 
-def test_an_image_name_that_is_not_utf8_is_classified(trained, tmp_path, capsys):
+def test_an_image_name_that_is_not_utf8_is_classified(trained_graph, tmp_path, capsys):
     path = os.fsencode(tmp_path) + b"/caf\xe9.jpg"
     with open(path, "wb") as f:
         f.write(photo(tmp_path, "src.jpg", "red", 7).read_bytes())
@@ -103,7 +88,7 @@ def test_an_image_name_that_is_not_utf8_is_classified(trained, tmp_path, capsys)
     with open(broken, "wb") as f:
         f.write(b"broken")
 
-    code, out, err = classify(trained, capsys, os.fsdecode(path), os.fsdecode(broken))
+    code, out, err = classify(trained_graph, capsys, os.fsdecode(path), os.fsdecode(broken))
 
     assert code == 2
     assert "Traceback" not in err and len(err.splitlines()) == 1
@@ -113,38 +98,38 @@ def test_an_image_name_that_is_not_utf8_is_classified(trained, tmp_path, capsys)
 # --------------------------------------------------------------------------- bad graphs and labels
 
 
-def _graph_missing(tmp_path, trained):
+def _graph_missing(tmp_path, trained_graph):
     return tmp_path / "nowhere.pb"
 
 
-def _graph_text(tmp_path, trained):
+def _graph_text(tmp_path, trained_graph):
     (tmp_path / "graph.pb").write_text("this is not a graph\n")
     return tmp_path / "graph.pb"
 
 
-def _graph_empty(tmp_path, trained):
+def _graph_empty(tmp_path, trained_graph):
     (tmp_path / "graph.pb").write_bytes(b"")
     return tmp_path / "graph.pb"
 
 
-def _graph_garbage(tmp_path, trained):
+def _graph_garbage(tmp_path, trained_graph):
     (tmp_path / "graph.pb").write_bytes(bytes(range(256)) * 8)
     return tmp_path / "graph.pb"
 
 
-def _graph_truncated(tmp_path, trained):
-    data = (trained / "graph.pb").read_bytes()
+def _graph_truncated(tmp_path, trained_graph):
+    data = trained_graph.graph.read_bytes()
     (tmp_path / "graph.pb").write_bytes(data[: len(data) // 2])
     return tmp_path / "graph.pb"
 
 
-def _graph_is_a_folder(tmp_path, trained):
+def _graph_is_a_folder(tmp_path, trained_graph):
     (tmp_path / "saved_model").mkdir()
     return tmp_path / "saved_model"
 
 
-def _graph_is_labels(tmp_path, trained):
-    return trained / "labels.txt"
+def _graph_is_labels(tmp_path, trained_graph):
+    return trained_graph.labels
 
 
 @pytest.mark.parametrize(
@@ -159,10 +144,10 @@ def _graph_is_labels(tmp_path, trained):
         (_graph_is_labels, "is not a TensorFlow GraphDef (.pb) file"),
     ],
 )
-def test_a_missing_or_invalid_graph_is_one_sentence(trained, tmp_path, capsys, make_graph, words):
+def test_a_missing_or_invalid_graph_is_one_sentence(trained_graph, tmp_path, capsys, make_graph, words):
     image = photo(tmp_path, "r.jpg", "red", 8)
 
-    code, out, err = classify(trained, capsys, image, graph=make_graph(tmp_path, trained))
+    code, out, err = classify(trained_graph, capsys, image, graph=make_graph(tmp_path, trained_graph))
 
     assert code == 2
     assert words in one_sentence(err)
@@ -170,42 +155,42 @@ def test_a_missing_or_invalid_graph_is_one_sentence(trained, tmp_path, capsys, m
 
 
 @pytest.mark.parametrize("flag, name", [("--input_layer", "input"), ("--output_layer", "softmax")])
-def test_a_wrong_tensor_name_is_one_sentence(trained, tmp_path, capsys, flag, name):
-    code, out, err = classify(trained, capsys, f"{flag}={name}", photo(tmp_path, "r.jpg", "red", 9))
+def test_a_wrong_tensor_name_is_one_sentence(trained_graph, tmp_path, capsys, flag, name):
+    code, out, err = classify(trained_graph, capsys, f"{flag}={name}", photo(tmp_path, "r.jpg", "red", 9))
     assert code == 2
     line = one_sentence(err)
     assert f"'{name}'" in line and flag in line
 
 
-def _labels_missing(tmp_path, trained):
+def _labels_missing(tmp_path, trained_graph):
     return tmp_path / "nowhere.txt"
 
 
-def _labels_empty(tmp_path, trained):
+def _labels_empty(tmp_path, trained_graph):
     (tmp_path / "labels.txt").write_text("")
     return tmp_path / "labels.txt"
 
 
-def _labels_too_few(tmp_path, trained):
+def _labels_too_few(tmp_path, trained_graph):
     (tmp_path / "labels.txt").write_text("blue\ngreen\n")
     return tmp_path / "labels.txt"
 
 
-def _labels_too_many(tmp_path, trained):
+def _labels_too_many(tmp_path, trained_graph):
     (tmp_path / "labels.txt").write_text("blue\ngreen\nred\nyellow\n")
     return tmp_path / "labels.txt"
 
 
-def _labels_not_utf8(tmp_path, trained):
+def _labels_not_utf8(tmp_path, trained_graph):
     (tmp_path / "labels.txt").write_bytes(b"blue\ngr\xffen\nred\n")
     return tmp_path / "labels.txt"
 
 
-def _labels_binary(tmp_path, trained):
-    return trained / "graph.pb"
+def _labels_binary(tmp_path, trained_graph):
+    return trained_graph.graph
 
 
-def _labels_is_a_folder(tmp_path, trained):
+def _labels_is_a_folder(tmp_path, trained_graph):
     (tmp_path / "labels").mkdir()
     return tmp_path / "labels"
 
@@ -222,18 +207,19 @@ def _labels_is_a_folder(tmp_path, trained):
         (_labels_is_a_folder, "is a folder"),
     ],
 )
-def test_a_missing_invalid_or_mismatched_labels_file_is_one_sentence(trained, tmp_path, capsys, make_labels, words):
+def test_a_missing_invalid_or_mismatched_labels_file_is_one_sentence(trained_graph, tmp_path, capsys, make_labels,
+                                                                     words):
     image = photo(tmp_path, "r.jpg", "red", 10)
 
-    code, out, err = classify(trained, capsys, image, labels=make_labels(tmp_path, trained))
+    code, out, err = classify(trained_graph, capsys, image, labels=make_labels(tmp_path, trained_graph))
 
     assert code == 2
     assert words in one_sentence(err)
     assert out == ""
 
 
-def test_no_image_given_is_one_sentence(trained, capsys):
-    code, out, err = classify(trained, capsys)
+def test_no_image_given_is_one_sentence(trained_graph, capsys):
+    code, out, err = classify(trained_graph, capsys)
     assert code == 2
     assert "No image given" in one_sentence(err)
 
@@ -241,15 +227,14 @@ def test_no_image_given_is_one_sentence(trained, capsys):
 # --------------------------------------------------------------------------- a real process
 
 
-def test_label_image_process_reports_bad_images_on_stderr_without_noise(trained, tmp_path):
+def test_label_image_process_reports_bad_images_on_stderr_without_noise(trained_graph, tmp_path):
     good = photo(tmp_path, "green one.jpg", "green", 11)
     bad = tmp_path / "bad.jpg"
     bad.write_text("no")
     # stdout block-buffered, as a pipe is by default: the process skips Python's teardown only after flushing it.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     result = subprocess.run(
-        [sys.executable, "label_image.py", f"--graph={trained / 'graph.pb'}", f"--labels={trained / 'labels.txt'}",
-         str(bad), str(good)],
+        [sys.executable, "label_image.py", *trained_graph.flags, str(bad), str(good)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.returncode == 2

@@ -4,27 +4,24 @@ import io
 import json
 
 import pytest
-from helpers import make_dataset, retrain_args, write_photo
+from helpers import make_dataset, write_photo
 
 from bottleneck.cli.label_image import label_image_main
-from bottleneck.cli.retrain import retrain_main
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory, tiny_module):
-    tmp = tmp_path_factory.mktemp("formats")
-    images = make_dataset(tmp / "train", {"red": 20, "green": 20, "blue": 20})
-    assert retrain_main(retrain_args(tmp, images, tiny_module, steps=150)) == 0
-    test = tmp / "test"
+def photos(tmp_path_factory):
+    """A red photo, a blue one and a file that is no image."""
+    test = tmp_path_factory.mktemp("formats")
     write_photo(test / "one.jpg", (220, 40, 40), 101)
     write_photo(test / "two.png", (40, 60, 220), 102, fmt="PNG")
     (test / "broken.jpg").write_bytes(b"not a picture")
-    return [f"--graph={tmp / 'out' / 'graph.pb'}", f"--labels={tmp / 'out' / 'labels.txt'}"], test, tmp
+    return test
 
 
-def test_csv_has_a_header_and_one_row_per_image(graph, capsys):
-    flags, test, _ = graph
-    assert label_image_main(flags + ["--output_format=csv", "--top_k=2", str(test)]) == 2  # one image failed
+def test_csv_has_a_header_and_one_row_per_image(trained_graph, photos, capsys):
+    code = label_image_main(trained_graph.flags + ["--output_format=csv", "--top_k=2", str(photos)])
+    assert code == 2  # one image failed
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["broken.jpg", "one.jpg", "two.png"]
     assert rows[0]["error"] and rows[0]["label_1"] == ""
@@ -33,9 +30,8 @@ def test_csv_has_a_header_and_one_row_per_image(graph, capsys):
     assert set(rows[1]) == {"path", "label_1", "score_1", "label_2", "score_2", "error"}
 
 
-def test_json_is_one_object_per_image(graph, capsys):
-    flags, test, _ = graph
-    label_image_main(flags + ["--output_format=json", "--top_k=3", str(test)])
+def test_json_is_one_object_per_image(trained_graph, photos, capsys):
+    label_image_main(trained_graph.flags + ["--output_format=json", "--top_k=3", str(photos)])
     objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(objects) == 3
     broken, one, _two = objects
@@ -45,10 +41,9 @@ def test_json_is_one_object_per_image(graph, capsys):
     assert sum(p["score"] for p in one["predictions"]) == pytest.approx(1, abs=1e-5)
 
 
-def test_evaluate_reports_accuracy_and_confusion_against_folder_names(graph, capsys):
-    flags, _test, tmp = graph
-    held_out = make_dataset(tmp / "held_out", {"red": 4, "green": 4, "blue": 4}, seed=9)
-    assert label_image_main(flags + ["--evaluate", str(held_out)]) == 0
+def test_evaluate_reports_accuracy_and_confusion_against_folder_names(trained_graph, tmp_path, capsys):
+    held_out = make_dataset(tmp_path / "held_out", {"red": 4, "green": 4, "blue": 4}, seed=9)
+    assert label_image_main(trained_graph.flags + ["--evaluate", str(held_out)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "Accuracy = 100.0% (N=12)"
     assert "Confusion matrix" in out
@@ -57,7 +52,6 @@ def test_evaluate_reports_accuracy_and_confusion_against_folder_names(graph, cap
     assert rows["red"] == ["0", "0", "4"]
 
 
-def test_evaluate_refuses_images_outside_class_folders(graph, capsys):
-    flags, test, _ = graph
-    assert label_image_main(flags + ["--evaluate", str(test)]) == 2
+def test_evaluate_refuses_images_outside_class_folders(trained_graph, photos, capsys):
+    assert label_image_main(trained_graph.flags + ["--evaluate", str(photos)]) == 2
     assert "class folders" in capsys.readouterr().err

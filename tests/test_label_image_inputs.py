@@ -2,7 +2,6 @@
 score vector, folders with link loops, and file names that would break the output layouts."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -13,29 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, make_dataset, one_sentence, retrain_args, write_photo
+from helpers import ROOT, one_sentence, write_photo
 
 from bottleneck.cli.label_image import label_image_main
-from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.names import one_line, utf8_text
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_module, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("hostile_label_image")
-    images = make_dataset(tmp / "images", {"red": 6, "green": 6})
-    with contextlib.redirect_stderr(io.StringIO()) as log, contextlib.redirect_stdout(io.StringIO()):
-        code = retrain_main(retrain_args(tmp, images, tiny_module, steps=20))
-    assert code == 0, log.getvalue()[-3000:]
-    return tmp / "out"
-
-
-def classify(trained, capsys, *args):
-    code = label_image_main([f"--graph={trained / 'graph.pb'}", f"--labels={trained / 'labels.txt'}", *map(str, args)])
+def classify(trained_graph, capsys, *args):
+    code = label_image_main([*trained_graph.flags, *map(str, args)])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
 
 
 @pytest.fixture
@@ -53,15 +39,15 @@ def photo(tmp_path) -> Path:
     (["--input_std=nan"], "--input_std must be a finite number"),
     (["--input_mean=inf"], "--input_mean must be a finite number"),
 ])
-def test_impossible_sizes_and_normalisation_are_one_sentence(trained, capsys, photo, flags, fragment):
-    code, out, err = classify(trained, capsys, *flags, photo)
+def test_impossible_sizes_and_normalisation_are_one_sentence(trained_graph, capsys, photo, flags, fragment):
+    code, out, err = classify(trained_graph, capsys, *flags, photo)
     assert code == 2 and out == ""
     assert fragment in one_sentence(err)
 
 
 @pytest.mark.parametrize("layer", ["Placeholder", "final_weights", "final_biases", "bottleneck"])
-def test_an_output_layer_that_is_not_a_score_vector_is_refused(trained, capsys, photo, layer):
-    code, out, err = classify(trained, capsys, f"--output_layer={layer}", photo)
+def test_an_output_layer_that_is_not_a_score_vector_is_refused(trained_graph, capsys, photo, layer):
+    code, out, err = classify(trained_graph, capsys, f"--output_layer={layer}", photo)
     assert code == 2 and out == ""  # never printed as if they were scores
     line = one_sentence(err)
     # A per-image vector of the wrong length (the bottleneck) is caught by the label count instead.
@@ -71,13 +57,13 @@ def test_an_output_layer_that_is_not_a_score_vector_is_refused(trained, capsys, 
 # --------------------------------------------------------------------------- folders
 
 
-def test_a_symlink_loop_in_a_folder_is_walked_once(trained, capsys, tmp_path):
+def test_a_symlink_loop_in_a_folder_is_walked_once(trained_graph, capsys, tmp_path):
     folder = tmp_path / "photos"
     write_photo(folder / "a.jpg", (220, 40, 40), seed=2)
     write_photo(folder / "sub" / "b.jpg", (40, 200, 60), seed=3)
     os.symlink(folder, folder / "again")  # contains itself
     (folder / "sub" / "up").symlink_to("..")  # and a relative loop
-    code, out, err = classify(trained, capsys, "--output_format=json", folder)
+    code, out, err = classify(trained_graph, capsys, "--output_format=json", folder)
     assert code == 0, err
     paths = [json.loads(line)["path"] for line in out.splitlines()]
     assert sorted(Path(p).name for p in paths) == ["a.jpg", "b.jpg"]
@@ -100,8 +86,8 @@ def nasty(tmp_path) -> Path:
     return folder
 
 
-def test_csv_has_one_row_per_image_whatever_the_names(trained, capsys, nasty):
-    code, out, err = classify(trained, capsys, "--output_format=csv", nasty)
+def test_csv_has_one_row_per_image_whatever_the_names(trained_graph, capsys, nasty):
+    code, out, err = classify(trained_graph, capsys, "--output_format=csv", nasty)
     assert code == 0, err
     assert len(out.splitlines()) == 1 + 5  # header + one physical line per image, read by any line-based tool
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -112,8 +98,8 @@ def test_csv_has_one_row_per_image_whatever_the_names(trained, capsys, nasty):
     assert "\\udc" not in out
 
 
-def test_text_format_keeps_one_path_line_per_image(trained, capsys, nasty):
-    code, out, err = classify(trained, capsys, "--top_k=1", nasty)
+def test_text_format_keeps_one_path_line_per_image(trained_graph, capsys, nasty):
+    code, out, err = classify(trained_graph, capsys, "--top_k=1", nasty)
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 2 * 5  # path line, then its one label line, for each image
@@ -122,8 +108,8 @@ def test_text_format_keeps_one_path_line_per_image(trained, capsys, nasty):
     assert any(p.endswith("new\\nline.jpg") for p in paths) and any(p.endswith("caf\\xe9 latin-1.jpg") for p in paths)
 
 
-def test_json_paths_are_the_real_names_and_valid_utf8(trained, capsys, nasty):
-    code, out, err = classify(trained, capsys, "--output_format=json", nasty)
+def test_json_paths_are_the_real_names_and_valid_utf8(trained_graph, capsys, nasty):
+    code, out, err = classify(trained_graph, capsys, "--output_format=json", nasty)
     assert code == 0, err
     names = sorted(Path(json.loads(line)["path"]).name for line in out.splitlines())
     assert names == sorted([*NASTY, "caf\\xe9 latin-1.jpg"])  # JSON escapes line breaks itself
@@ -136,23 +122,23 @@ def test_the_escaping_rules():
     assert one_line("naïve café 日本.jpg") == "naïve café 日本.jpg"
 
 
-def test_an_error_line_names_the_file_on_one_line(trained, capsys, tmp_path):
+def test_an_error_line_names_the_file_on_one_line(trained_graph, capsys, tmp_path):
     bad = tmp_path / "broken\nname.jpg"
     bad.write_bytes(b"not an image")
-    code, _out, err = classify(trained, capsys, bad)
+    code, _out, err = classify(trained_graph, capsys, bad)
     assert code == 2 and "Traceback" not in err
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("label_image.py: error: cannot classify ")
     assert "broken\\nname.jpg" in lines[0]
 
 
-def test_sigterm_stops_label_image_cleanly(trained, tmp_path):
+def test_sigterm_stops_label_image_cleanly(trained_graph, tmp_path):
     folder = tmp_path / "many"
     for i in range(400):
         write_photo(folder / f"p{i:03d}.jpg", (220, 40, 40), seed=i, size=(300, 240))
     proc = subprocess.Popen(
-        [sys.executable, "label_image.py", f"--graph={trained / 'graph.pb'}", f"--labels={trained / 'labels.txt'}",
-         "--batch_size=1", str(folder)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "label_image.py", *trained_graph.flags, "--batch_size=1", str(folder)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
         assert proc.stdout.readline()  # classifying by now

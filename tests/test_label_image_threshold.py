@@ -4,34 +4,30 @@ import io
 import json
 
 import pytest
-from helpers import make_dataset, retrain_args, write_photo
+from helpers import make_dataset, write_photo
 
 from bottleneck.cli.label_image import label_image_main
-from bottleneck.cli.retrain import retrain_main
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory, tiny_module):
-    tmp = tmp_path_factory.mktemp("threshold")
-    images = make_dataset(tmp / "train", {"red": 20, "green": 20, "blue": 20})
-    assert retrain_main(retrain_args(tmp, images, tiny_module, "--skip_data_checks", steps=150)) == 0
-    sure = write_photo(tmp / "test" / "red.jpg", (220, 40, 40), 101)
-    unsure = write_photo(tmp / "test" / "between.jpg", (130, 120, 130), 102)  # no class's colour
-    flags = [f"--graph={tmp / 'out' / 'graph.pb'}", f"--labels={tmp / 'out' / 'labels.txt'}"]
-    label_image_main(flags + ["--output_format=json", str(unsure), str(sure)])
-    return flags, tmp, unsure, sure
+def photos(tmp_path_factory):
+    """(unsure, sure): a photo of no class's colour, and a red one."""
+    test = tmp_path_factory.mktemp("threshold")
+    unsure = write_photo(test / "between.jpg", (130, 120, 130), 102)  # no class's colour
+    sure = write_photo(test / "red.jpg", (220, 40, 40), 101)
+    return unsure, sure
 
 
-def _scores(graph, capsys):
-    flags, _tmp, unsure, sure = graph
+def _scores(flags, photos, capsys):
+    unsure, sure = photos
     capsys.readouterr()
     label_image_main(flags + ["--output_format=json", str(unsure), str(sure)])
     return [json.loads(line)["predictions"][0]["score"] for line in capsys.readouterr().out.splitlines()]
 
 
-def test_json_and_csv_answer_unknown_only_below_the_threshold(graph, capsys):
-    flags, _tmp, unsure, sure = graph
-    low, high = _scores(graph, capsys)
+def test_json_and_csv_answer_unknown_only_below_the_threshold(trained_graph, photos, capsys):
+    flags, (unsure, sure) = trained_graph.flags, photos
+    low, high = _scores(flags, photos, capsys)
     assert low < high
     threshold = (low + high) / 2
     label_image_main(flags + ["--output_format=json", f"--threshold={threshold}", str(unsure), str(sure)])
@@ -42,9 +38,9 @@ def test_json_and_csv_answer_unknown_only_below_the_threshold(graph, capsys):
     assert [r["answer"] for r in rows] == ["unknown", "red"] and list(rows[0])[:2] == ["path", "answer"]
 
 
-def test_text_prints_unknown_before_the_scores(graph, capsys):
-    flags, _tmp, unsure, sure = graph
-    low, high = _scores(graph, capsys)
+def test_text_prints_unknown_before_the_scores(trained_graph, photos, capsys):
+    flags, (unsure, sure) = trained_graph.flags, photos
+    low, high = _scores(flags, photos, capsys)
     assert label_image_main(flags + [f"--threshold={(low + high) / 2}", "--top_k=2", str(unsure)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "unknown" and len(lines) == 3
@@ -52,10 +48,9 @@ def test_text_prints_unknown_before_the_scores(graph, capsys):
     assert capsys.readouterr().out.splitlines()[0].split()[0] == "red"
 
 
-def test_evaluate_shows_accuracy_against_coverage(graph, capsys):
-    flags, tmp, *_ = graph
-    held_out = make_dataset(tmp / "held_out", {"red": 4, "green": 4, "blue": 4}, seed=9)
-    assert label_image_main(flags + ["--evaluate", "--threshold=0.999999", str(held_out)]) == 0
+def test_evaluate_shows_accuracy_against_coverage(trained_graph, tmp_path, capsys):
+    held_out = make_dataset(tmp_path / "held_out", {"red": 4, "green": 4, "blue": 4}, seed=9)
+    assert label_image_main(trained_graph.flags + ["--evaluate", "--threshold=0.999999", str(held_out)]) == 0
     out = capsys.readouterr().out
     table = out[out.index("Accuracy against coverage"):].splitlines()[2:]
     thresholds = [float(line.split()[0]) for line in table]
@@ -63,7 +58,7 @@ def test_evaluate_shows_accuracy_against_coverage(graph, capsys):
     assert table[0].split()[1:3] == ["100.0%", "100.0%"] and "(12/12)" in table[0]
 
 
-def test_a_threshold_outside_0_to_1_is_refused(graph, capsys):
-    flags, _tmp, _unsure, sure = graph
-    assert label_image_main(flags + ["--threshold=1.5", str(sure)]) == 2
+def test_a_threshold_outside_0_to_1_is_refused(trained_graph, photos, capsys):
+    _unsure, sure = photos
+    assert label_image_main(trained_graph.flags + ["--threshold=1.5", str(sure)]) == 2
     assert "--threshold is a score between 0 and 1" in capsys.readouterr().err

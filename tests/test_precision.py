@@ -162,26 +162,19 @@ def test_int8_interpreters_sharing_a_batch_keep_every_image_in_its_row(tmp_path,
 # ---------------------------------------------------------------- label_image.py
 
 
-@pytest.fixture
-def graph(tmp_path, images, tiny_module, caplog):
-    _retrain(tmp_path, images, tiny_module, caplog, "--precision=float32")
-    return tmp_path / "out"
-
-
-def _scores(capsys, graph, photo, *extra):
-    code = label_image_main([f"--graph={graph / 'graph.pb'}", f"--labels={graph / 'labels.txt'}",
-                             "--output_format=json", *extra, str(photo)])
+def _scores(capsys, trained_graph, photo, *extra):
+    code = label_image_main([*trained_graph.flags, "--output_format=json", *extra, str(photo)])
     assert code == 0
     return {p["label"]: p["score"] for p in json.loads(capsys.readouterr().out)["predictions"]}
 
 
-def test_label_image_runs_a_graph_at_every_precision(graph, tmp_path, capsys, monkeypatch):
+def test_label_image_runs_a_graph_at_every_precision(trained_graph, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("BOTTLENECK_MODEL_DIR", str(tmp_path / "label_models"))
     photo = write_photo(tmp_path / "new.jpg", (220, 40, 40), seed=4242)
-    reference = _scores(capsys, graph, photo, "--precision=float32")
+    reference = _scores(capsys, trained_graph, photo, "--precision=float32")
     assert max(reference, key=reference.get) == "red"
     for precision in ("bfloat16", "int8", "auto"):
-        scores = _scores(capsys, graph, photo, f"--precision={precision}")
+        scores = _scores(capsys, trained_graph, photo, f"--precision={precision}")
         assert max(scores, key=scores.get) == "red", precision
         assert all(abs(scores[k] - reference[k]) < 0.05 for k in reference), precision
     assert len(list((tmp_path / "label_models" / "int8").glob("*.tflite"))) == 1  # quantized once, kept
