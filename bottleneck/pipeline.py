@@ -28,6 +28,7 @@ from .model.precision import network_precision
 from .model.runner import with_precision
 from .report.page import PageData, Predictions
 from .report.summary import ReportData, write_report
+from .report.views import ViewInputs
 from .training import calibration, fine_tune_run, numerics
 from .training.evaluate import check_accuracy_gate, final_test, pick_test_images
 from .training.layer import train_layer
@@ -235,6 +236,9 @@ def report(run: Run) -> RunResult:
         page=PageData(Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
                       Predictions(validation.names, validation.y, run.scored.validation_probabilities),
                       run.findings),
+        views=ViewInputs(run.module, run.layer, run.plain, run.config.report.summaries_dir,
+                         run.config.bottlenecks.precision, fine_tuned=tuned is not None,
+                         heatmaps=not run.config.report.skip_heatmaps, seed=run.config.training.seed),
     ))
     log.info("Wrote the report to %s", run.config.report_dir)
     return RunResult(run.labels, run.layer, run.result.accuracy, len(run.result.true), run.counts,

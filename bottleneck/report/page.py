@@ -6,6 +6,9 @@ page.js, shipped beside this module) inline, the plots and thumbnails as
 server and no network.  Each thumbnail links to its original file on disk.
 Every gallery has a cap, and says how many images it left out, so the page
 stays a few megabytes for 200,000 images; the CSV files hold the full lists.
+With the views (views.py), the images of the misclassified and label-error
+galleries carry their heatmaps, which a switch in the header lays over the
+thumbnails, and a section maps the whole data set (data_map.py).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -26,7 +30,12 @@ from ..atomic import write_text_atomic
 from ..data.images import BadImage, load_rgb_array
 from ..data_checks.findings import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings
 from ..training.metrics import matrix_from_summary
+from .data_map import section as map_section
+from .heatmaps import Target
 from .plots import CONFUSION_FILE, CURVES_FILE
+
+if TYPE_CHECKING:
+    from .views import Views
 
 PAGE_FILE = "report.html"
 THUMB_SIZE = 128  # longest side, pixels
@@ -96,17 +105,18 @@ class _Thumbs:
             self.uri = dict(zip(unique, pool.map(_thumbnail, unique)))
 
 
-def _figure(thumbs: _Thumbs, path: str, caption: str, extra_class: str = "") -> str:
+def _figure(thumbs: _Thumbs, path: str, caption: str, extra_class: str = "", heat: str = "") -> str:
+    """A thumbnail linking to its file; ``heat``: the data- attributes of its heatmaps (page.js draws them)."""
     uri = thumbs.uri.get(path)
     name = Path(path).name
     try:
         href = Path(path).resolve().as_uri()
     except ValueError:
         href = ""
-    image = (f'<img src="{uri}" alt="{_e(name)}">' if uri
+    image = (f'<span class="frame"><img src="{uri}" alt="{_e(name)}"></span>' if uri
              else f'<div class="unreadable">{_e(name)}<br>(could not be read)</div>')
-    return (f'<figure class="thumb {extra_class}" title="{_e(path)}"><a href="{_e(href)}">{image}</a>'
-            f'<figcaption>{caption}<span class="file">{_e(name)}</span></figcaption></figure>')
+    return (f'<figure class="thumb {extra_class}" title="{_e(path)}"{heat if uri else ""}><a href="{_e(href)}">'
+            f'{image}</a><figcaption>{caption}<span class="file">{_e(name)}</span></figcaption></figure>')
 
 
 def _left_out(count: int, where: str) -> str:
@@ -216,12 +226,17 @@ def _confusion(summary: Mapping, report_dir: Path, matrix: np.ndarray, labels: l
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
-def _test_groups(thumbs, page: PageData, labels, plan) -> str:
+def _no_heat(_path: str, _taken_for: int, _folder: int) -> str:
+    return ""
+
+
+def _test_groups(thumbs, page: PageData, labels, plan, heat=_no_heat) -> str:
     errors, correct = [], []
     for (i, j), (shown, total) in plan.items():
         title = (f"{_e(labels[i])} <span class='arrow'>→</span> {_e(labels[j])}" if i != j
                  else f"{_e(labels[i])} <span class='ok'>✓</span>")
-        figures = "".join(_figure(thumbs, page.test.names[r], _caption(labels, page.test, r)) for r in shown)
+        figures = "".join(_figure(thumbs, page.test.names[r], _caption(labels, page.test, r),
+                                  heat=heat(page.test.names[r], j, i) if i != j else "") for r in shown)
         group = (f'<div class="group" id="cell-{i}-{j}"><h3>{title} <small>{total} image{"s" if total != 1 else ""}'
                  f'</small></h3><div class="gallery">{figures}</div>{_left_out(total - len(shown), "")}</div>')
         (errors if i != j else correct).append(group)
@@ -267,22 +282,60 @@ def plan_test_cells(page: PageData, num_classes: int) -> dict:
     return plan
 
 
-def _validation_gallery(thumbs, page: PageData, labels) -> tuple[str, int, int]:
+def _validation_wrong(page: PageData) -> np.ndarray:
+    """Rows of the misclassified validation images, the most confident first."""
+    preds = page.validation
+    if not len(preds.true):
+        return np.zeros(0, np.int64)
+    p = np.asarray(preds.probabilities)
+    wrong = np.flatnonzero(p.argmax(axis=1) != np.asarray(preds.true))
+    return wrong[np.argsort(-p[wrong].max(axis=1), kind="stable")]
+
+
+def gallery_targets(page: PageData, labels: list[str]) -> list[Target]:
+    """The images that the galleries show with a disputed class (misclassified test and validation images,
+    suspected label errors, within the caps), each with the class it was taken for and its folder's class."""
+    targets = []
+    for (i, j), (shown, _total) in plan_test_cells(page, len(labels)).items():
+        if i != j:
+            targets += [Target(page.test.names[r], j, i) for r in shown]
+    preds = page.validation
+    targets += [Target(preds.names[r], int(np.argmax(preds.probabilities[r])), int(preds.true[r]))
+                for r in _validation_wrong(page)[:VALIDATION_ERRORS_CAP]]
+    if page.findings is not None:
+        index = {label: k for k, label in enumerate(labels)}
+        targets += [Target(e.path, index[e.suggested], index[e.label])
+                    for e in page.findings.label_errors[:LABEL_ERRORS_CAP]]
+    return targets
+
+
+def _heat_switch(views: Views) -> str:
+    """The header's switch between no heatmaps and either class's, or why there are none."""
+    note = f'<span class="heat-note">{_e(views.heatmaps.note)}</span>'
+    if not views.heatmaps.maps:
+        return f'<div class="heat-switch">{note}</div>'
+    options = (("off", "off"), ("taken", "the class it was taken for"), ("folder", "its folder's class"))
+    radios = "".join(f'<label><input type="radio" name="heat" value="{value}"{" checked" if value == "off" else ""}>'
+                     f" {_e(text)}</label>" for value, text in options)
+    return f'<div class="heat-switch" role="radiogroup" aria-label="heatmaps">Heatmaps: {radios} {note}</div>'
+
+
+def _validation_gallery(thumbs, page: PageData, labels, heat=_no_heat) -> tuple[str, int, int]:
     preds = page.validation
     if not len(preds.true):
         return "<p>No validation images.</p>", 0, 0
-    p = np.asarray(preds.probabilities)
-    wrong = np.flatnonzero(p.argmax(axis=1) != np.asarray(preds.true))
-    wrong = wrong[np.argsort(-p[wrong].max(axis=1), kind="stable")]
+    wrong = _validation_wrong(page)
     shown = wrong[:VALIDATION_ERRORS_CAP]
     if not len(wrong):
         return '<p class="good-note">None: every validation image was classified correctly.</p>', 0, 0
-    figures = "".join(_figure(thumbs, preds.names[r], _caption(labels, preds, r)) for r in shown)
+    figures = "".join(_figure(thumbs, preds.names[r], _caption(labels, preds, r),
+                              heat=heat(preds.names[r], int(np.argmax(preds.probabilities[r])), int(preds.true[r])))
+                      for r in shown)
     return (f'<div class="gallery" id="validation-gallery">{figures}</div>'
             f'{_left_out(len(wrong) - len(shown), "")}'), len(shown), len(wrong)
 
 
-def _label_error_gallery(thumbs, findings: Findings, shown) -> str:
+def _label_error_gallery(thumbs, findings: Findings, shown, heat=_no_heat) -> str:
     if findings.out_of_fold is None:
         return f"<p>{_e(findings.note)}</p>"
     if not findings.label_errors:
@@ -292,7 +345,8 @@ def _label_error_gallery(thumbs, findings: Findings, shown) -> str:
         caption = (f'<span class="lbl">folder <s>{_e(e.label)}</s></span><span class="lbl">looks like '
                    f'<b>{_e(e.suggested)}</b></span><span class="conf">{e.suggested_probability * 100:.0f}% vs '
                    f'{e.label_probability * 100:.0f}% · {_e(e.set)}</span>')
-        figures.append(_figure(thumbs, e.path, caption))
+        index = {label: k for k, label in enumerate(findings.labels)}
+        figures.append(_figure(thumbs, e.path, caption, heat=heat(e.path, index[e.suggested], index[e.label])))
     left = len(findings.label_errors) - len(shown)
     return (f'<div class="gallery" id="label-error-gallery">{"".join(figures)}</div>'
             + _left_out(left, f"; all {len(findings.label_errors):,} are in {LABEL_ERRORS_CSV}"))
@@ -327,8 +381,11 @@ def _pairs_gallery(thumbs, findings: Findings, shown, total) -> str:
 # The page
 
 
-def write_page(report_dir, summary: dict, page: PageData) -> dict:
-    """Write report.html; returns what it shows and leaves out (for summary.json)."""
+def write_page(report_dir, summary: dict, page: PageData, views: Views | None = None) -> dict:
+    """Write report.html; returns what it shows and leaves out (for summary.json).
+
+    With ``views``, the galleries' images carry their heatmaps and the page maps the data set.
+    """
     report_dir = Path(report_dir)
     labels = list(summary["labels"])
     n = len(labels)
@@ -339,17 +396,16 @@ def write_page(report_dir, summary: dict, page: PageData) -> dict:
     reported = findings.reported_pairs() if findings else []
     pairs = reported[:PAIRS_CAP]
     paths = [page.test.names[r] for shown, _t in plan.values() for r in shown]
-    if len(page.validation.true):
-        p = np.asarray(page.validation.probabilities)
-        wrong = np.flatnonzero(p.argmax(axis=1) != np.asarray(page.validation.true))
-        wrong = wrong[np.argsort(-p[wrong].max(axis=1), kind="stable")][:VALIDATION_ERRORS_CAP]
-        paths += [page.validation.names[r] for r in wrong]
+    paths += [page.validation.names[r] for r in _validation_wrong(page)[:VALIDATION_ERRORS_CAP]]
     paths += [e.path for e in label_errors]
     if findings:
         paths += [findings.images.paths[r] for p in pairs for r in (p.a, p.b)]
     thumbs = _Thumbs(paths)
+    heat = _no_heat
+    if views is not None:
+        heat = lambda path, taken_for, folder: views.heatmaps.attributes(Target(path, taken_for, folder))  # noqa: E731
 
-    validation_html, validation_shown, validation_total = _validation_gallery(thumbs, page, labels)
+    validation_html, validation_shown, validation_total = _validation_gallery(thumbs, page, labels, heat)
     test_errors = {k: v for k, v in plan.items() if k[0] != k[1]}
     shown = {
         "test_misclassified": sum(len(s) for s, _t in test_errors.values()),
@@ -380,7 +436,10 @@ def write_page(report_dir, summary: dict, page: PageData) -> dict:
     sections.append(("curves", "Training curves",
                      f'<img class="plot" src="{curves}" alt="training curves">' if curves else "<p>No plot.</p>"))
     sections.append(("confusion", "Confusion matrix (test set)", _confusion(summary, report_dir, matrix, labels)))
-    sections.append(("test-images", "Test images by cell", _test_groups(thumbs, page, labels, plan)
+    if views is not None and views.data_map is not None:
+        sections.append(("data-map-section", "Map of the data set", map_section(views.data_map, labels,
+                                                                                 views.squares)))
+    sections.append(("test-images", "Test images by cell", _test_groups(thumbs, page, labels, plan, heat)
                      if plan else "<p>No test images.</p>"))
     sections.append(("validation-errors", "Misclassified validation images", validation_html))
     if findings is not None:
@@ -390,7 +449,7 @@ def write_page(report_dir, summary: dict, page: PageData) -> dict:
                  "images only. Shown: images whose folder label that layer most confidently disputes. "
                  "Check them: a wrong folder, or a photo that is not of its class.</p>")
         sections.append(("label-errors", "Suspected label errors",
-                         intro + _label_error_gallery(thumbs, findings, label_errors)))
+                         intro + _label_error_gallery(thumbs, findings, label_errors, heat)))
         dup = checks.get("duplicates") or {}
         intro = (f'<p class="hint">Exact copies (same file content) and near copies (resized, re-encoded or '
                  f'lightly cropped: bottleneck similarity at least {dup.get("near_min_similarity")} and '
@@ -409,7 +468,7 @@ def write_page(report_dir, summary: dict, page: PageData) -> dict:
     header = (f'<header><h1>Retraining report</h1><p class="meta">{_e(summary.get("created", ""))} · '
               f'{counts.get("total", 0):,} images in {n} classes · module '
               f'{_e(module.get("spec", module.get("identity", "")))}'
-              f'</p><nav>{nav}</nav></header>')
+              f'</p><nav>{nav}</nav>{_heat_switch(views) if views is not None else ""}</header>')
     # page.js marks the confusion-matrix cell whose images are shown (page.css's :target rule highlights the images).
     document = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
                 f'content="width=device-width, initial-scale=1"><title>Retraining report</title>'

@@ -4,7 +4,9 @@
 
 * the two plots (plots.py);
 * with the data checks, ``suspected_label_errors.csv`` and ``duplicates.csv``
-  (data_checks/findings.py), and with a page, ``report.html`` (page.py);
+  (data_checks/findings.py), and with a page, ``report.html`` (page.py), with
+  the views made first when asked for (views.py: heatmaps, the data map, and
+  TensorBoard's projector in --summaries_dir);
 * ``summary.json`` - settings, module, counts, skipped images, accuracies, per-class
   precision/recall/F1, misclassified test images, phase timings, calibration and the
   data checks' findings (written last, so its presence means the report is complete).
@@ -33,6 +35,7 @@ from ..training.layer import EvalPoint
 from ..training.metrics import confusion_matrix, per_class_metrics
 from .page import PAGE_FILE, PageData, write_page
 from .plots import CONFUSION_FILE, CURVES_FILE, series, write_plots
+from .views import ViewInputs, build_views
 
 SUMMARY_FORMAT = "bottleneck-report/1"
 SUMMARY_FILE = "summary.json"
@@ -73,6 +76,7 @@ class ReportData:
     calibration: dict | None = None  # temperature, calibration error, accuracy against coverage
     findings: Findings | None = None  # when the data checks ran
     page: PageData | None = None  # with it, report.html is written too
+    views: ViewInputs | None = None  # with it and a page, the page shows heatmaps and a data map
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,10 +280,14 @@ def _write_report(report_dir: Path, data: ReportData) -> dict:
     if data.findings is not None:
         write_csvs(report_dir, data.findings)
     if data.page is not None:
+        views = build_views(data.views, data.page, summary["labels"], report_dir) if data.views is not None else None
         started = time.perf_counter()
-        summary["page"] = write_page(report_dir, summary, data.page)
+        summary["page"] = write_page(report_dir, summary, data.page, views)
         summary["files"]["page"] = PAGE_FILE
         summary["timings_s"]["report_page"] = _round(time.perf_counter() - started, 3)
+        if views is not None:
+            summary["views"] = _jsonable(views.summary())
+            summary["timings_s"].update({f"report_{k}": _round(v, 3) for k, v in views.timings.items()})
     text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False)
     write_text_atomic(report_dir / SUMMARY_FILE, text + "\n")
     return summary
