@@ -25,8 +25,6 @@ from bottleneck.errors import EXIT_FAILURE, EXIT_USAGE, UserError
 STEPS = 10
 
 
-
-
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "out" / "bottlenecks"
 

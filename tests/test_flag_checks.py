@@ -15,8 +15,6 @@ from bottleneck.errors import UserError
 STEPS = 10
 
 
-
-
 @pytest.fixture
 def images(tmp_path):
     return make_dataset(tmp_path / "images", {"red": 6, "green": 6})

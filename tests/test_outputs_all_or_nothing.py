@@ -14,11 +14,7 @@ import pytest
 from helpers import ROOT, make_dataset, retrain_args, the_error, write_photo
 from helpers import run_retrain as run
 
-from bottleneck import atomic
-
 STEPS = 10
-
-
 
 
 def snapshot(folder: Path, skip=("logs", "bottlenecks")) -> dict[str, bytes]:
@@ -76,29 +72,6 @@ def test_a_rename_that_fails_half_way_rolls_every_output_back(tmp_path, tiny_mod
     assert {k: after.get(k) for k in previous if k not in report} == {k: v for k, v in previous.items()
                                                                         if k not in report}
     assert leftovers(tmp_path / "out") == []
-
-
-def test_a_folder_in_the_way_of_a_later_output_leaves_the_earlier_ones_untouched(tmp_path):
-    graph, labels = tmp_path / "graph.pb", tmp_path / "labels.txt"
-    graph.write_bytes(b"old graph")
-    labels.mkdir()  # appears after the checks, while the run is training
-
-    with pytest.raises(IsADirectoryError):
-        with atomic.all_or_nothing():
-            atomic.write_bytes_atomic(graph, b"new graph")
-            atomic.write_text_atomic(labels, "new labels\n")
-    assert graph.read_bytes() == b"old graph" and labels.is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.pb", "labels.txt"]
-
-
-def test_two_writes_to_one_path_in_a_block_are_refused_and_nothing_moves(tmp_path):
-    target = tmp_path / "graph.pb"
-    target.write_bytes(b"old graph")
-    with pytest.raises(FileExistsError):
-        with atomic.all_or_nothing():
-            atomic.write_bytes_atomic(target, b"the graph")
-            atomic.write_text_atomic(target, "the labels\n")
-    assert target.read_bytes() == b"old graph" and sorted(p.name for p in tmp_path.iterdir()) == ["graph.pb"]
 
 
 def test_a_failed_gate_leaves_the_labels_of_the_previous_run_even_with_intermediate_graphs(
@@ -181,22 +154,6 @@ def test_a_signal_during_the_export_leaves_no_temporary_file_and_the_previous_ou
     assert f"retrain.py: {word}." in stderr and "Traceback" not in stderr
     assert leftovers(out) == []
     assert snapshot(out) == previous
-
-
-def test_a_signal_during_the_renames_waits_until_every_output_is_in_place(tmp_path):
-    from bottleneck.cli.guard import sigterm_unwinds
-    from bottleneck.errors import Terminated
-
-    graph, labels = tmp_path / "graph.pb", tmp_path / "labels.txt"
-    graph.write_bytes(b"old graph")
-    labels.write_text("old labels\n")
-    with pytest.raises(Terminated), sigterm_unwinds():
-        with atomic.all_or_nothing():
-            atomic.write_bytes_atomic(graph, b"new graph")
-            atomic.defer(lambda: os.kill(os.getpid(), signal.SIGTERM))  # arrives between two renames
-            atomic.write_text_atomic(labels, "new labels\n")
-    assert graph.read_bytes() == b"new graph" and labels.read_text() == "new labels\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.pb", "labels.txt"]
 
 
 def test_a_saved_model_whose_own_swap_fails_keeps_the_previous_one(tmp_path, tiny_module, caplog, capsys,

@@ -1,4 +1,5 @@
-"""Runs: exit codes, atomic outputs, SIGKILL, overlapping runs, folders the user names.
+"""What a run leaves: its exit code, the previous outputs after a failed gate or a failed write, the folders the
+user names, and a cache that a SIGKILL or a second run at the same time cannot spoil.
 
 Most runs are in-process (bottleneck.cli.retrain.retrain_main); real processes are used
 only where a process matters: SIGKILL at several points, and two runs at once.
@@ -19,7 +20,6 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, make_dataset, retrain_args, the_error, write_photo
 
-from bottleneck import atomic
 from bottleneck.cli.retrain import retrain_main
 
 STEPS = 30
@@ -131,86 +131,6 @@ def test_accuracy_gate_failure_exits_1_and_keeps_the_previous_outputs(tmp_path, 
     assert code == 1
     assert "not measured" in the_error(err)
     assert {name: (out / name).read_bytes() for name in before} == before
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def test_a_reader_sees_the_old_file_until_the_new_one_is_complete(tmp_path):
-    target = tmp_path / "out" / "graph.pb"
-    target.parent.mkdir()
-    target.write_bytes(b"old graph")
-    with atomic.atomic_path(target) as tmp:
-        tmp.write_bytes(b"new gra")  # half written
-        assert target.read_bytes() == b"old graph"
-        with open(tmp, "ab") as f:
-            f.write(b"ph")
-        assert target.read_bytes() == b"old graph"
-    assert target.read_bytes() == b"new graph"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["graph.pb"]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
-
-
-def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
-    target = tmp_path / "labels.txt"
-    target.write_text("old\n")
-    with pytest.raises(RuntimeError):
-        with atomic.atomic_path(target) as tmp:
-            tmp.write_text("partial")
-            raise RuntimeError("killed half way")
-    assert target.read_text() == "old\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.txt"]
-
-
-def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypatch):
-    real_write_bytes = Path.write_bytes
-
-    def full_disk(self, data):
-        if self.name.startswith(".graph.pb."):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write_bytes(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", full_disk)
-    with pytest.raises(OSError) as exc:
-        atomic.write_bytes_atomic(tmp_path / "graph.pb", b"data")
-    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "graph.pb")
-    assert list(tmp_path.iterdir()) == []
-
-    (tmp_path / "a file").write_text("x")
-    with pytest.raises(NotADirectoryError) as exc:
-        atomic.write_bytes_atomic(tmp_path / "a file" / "graph.pb", b"data")
-    assert "is a file" in exc.value.strerror and exc.value.filename == str(tmp_path / "a file" / "graph.pb")
-
-
-def test_all_or_nothing_replaces_every_file_or_none(tmp_path):
-    graph, labels = tmp_path / "graph.pb", tmp_path / "labels.txt"
-    graph.write_bytes(b"old graph")
-    labels.write_text("old labels\n")
-    committed = []
-
-    with pytest.raises(OSError):
-        with atomic.all_or_nothing():
-            atomic.write_bytes_atomic(graph, b"new graph")
-            atomic.defer(lambda: committed.append("saved model"), lambda: committed.append("discarded"))
-            assert graph.read_bytes() == b"old graph"  # nothing moves before the block ends
-            raise OSError(errno.ENOSPC, "No space left on device")
-    assert graph.read_bytes() == b"old graph" and labels.read_text() == "old labels\n"
-    assert committed == ["discarded"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.pb", "labels.txt"]
-
-    with atomic.all_or_nothing():
-        atomic.write_bytes_atomic(graph, b"new graph")
-        with atomic.all_or_nothing():  # nested blocks join the outer one
-            atomic.write_text_atomic(labels, "new labels\n")
-        atomic.defer(lambda: committed.append("saved model"))
-        assert labels.read_text() == "old labels\n"
-    assert graph.read_bytes() == b"new graph" and labels.read_text() == "new labels\n"
-    assert committed == ["discarded", "saved model"]
-
-    atomic.defer(lambda: committed.append("now"))  # outside a block: at once
-    assert committed[-1] == "now"
 
 
 # --------------------------------------------------------------------------- full disk, unwritable outputs
