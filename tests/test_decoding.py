@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_dataset, run_retrain, write_photo
+from conftest import ROOT, make_dataset, retrain_args, run_retrain, write_photo
 
 from bottleneck.data.decoding import (
     AUTO,
@@ -315,3 +315,56 @@ def test_retrain_computes_the_same_bottlenecks_on_processes_as_on_threads(tmp_pa
         assert code == 2 and "broken.jpg" in printed[kind].err
     assert printed[THREADS] == printed[PROCESSES]
     assert len(printed[THREADS].out.splitlines()) == 31
+
+
+@needs_processes
+def test_the_local_beam_pipelines_decode_on_processes_as_they_do_on_threads(tmp_path, tiny_module, capsys,
+                                                                             monkeypatch):
+    from test_beam import imported_vectors, parse_json
+
+    from bottleneck.cli.label_image import label_image_main
+    from bottleneck.cli.retrain import retrain_main
+    from bottleneck.model.modules import load_module
+    from bottleneck.scale_out import beam_bottlenecks, beam_decoding
+
+    pools = []  # the pools the pipelines make (in this process: the local runner runs here)
+
+    def counted_pool(*args):
+        pools.append(args[-1])
+        return DecodingPool(*args)
+
+    monkeypatch.setattr(beam_decoding, "DecodingPool", counted_pool)
+
+    images = make_dataset(tmp_path / "images", {"red": 5, "green": 5, "blue": 5})
+    (images / "green" / "broken.jpg").write_bytes(b"not a picture")
+    module = load_module(str(tiny_module), None)
+    vectors, skipped = {}, {}
+    for kind in (THREADS, PROCESSES):
+        out = tmp_path / f"shards-{kind}"
+        outcome = beam_bottlenecks.create_bottlenecks(images, out, module, batch_size=4, log=lambda line: None,
+                                                      beam_args=["--direct_num_workers=2"], decode_workers=kind)
+        assert (outcome.computed, outcome.skipped) == (15, 1)
+        vectors[kind] = imported_vectors(module, out, tmp_path / f"imported-{kind}")
+        skipped[kind] = beam_bottlenecks.read_skipped(out)
+    assert skipped[THREADS] == skipped[PROCESSES] == [{"path": str(images / "green" / "broken.jpg"),
+                                                       "reason": "not an image (looks like text)"}]
+    assert vectors[THREADS].keys() == vectors[PROCESSES].keys() and len(vectors[THREADS]) == 15
+    assert max(float(np.abs(vectors[THREADS][d] - vectors[PROCESSES][d]).max()) for d in vectors[THREADS]) <= 1e-5
+    assert [workers.kind for workers in pools] == [PROCESSES]  # the threads' run decoded per element
+
+    assert retrain_main(retrain_args(tmp_path, images, tiny_module, steps=50)) == 0
+    flags = [f"--graph={tmp_path / 'out' / 'graph.pb'}", f"--labels={tmp_path / 'out' / 'labels.txt'}",
+             "--precision=float32", "--output_format=json", "--input_std=128"]
+    capsys.readouterr()
+    assert label_image_main([*flags, "--decode_workers=threads", str(images)]) == 2
+    local = capsys.readouterr().out.splitlines()
+    shards = tmp_path / "rows"
+    assert label_image_main([*flags, "--decode_workers=processes", f"--beam_output={shards}",
+                             "--direct_num_workers=2", str(images)]) == 2
+    lines = [line for f in sorted(shards.glob("predictions-*.jsonl")) for line in f.read_text().splitlines()]
+    rows = parse_json(lines)
+    assert len(rows) == 16 and [workers.kind for workers in pools] == [PROCESSES, PROCESSES]
+    local_rows = parse_json(local)
+    assert local_rows.keys() == rows.keys()
+    for path, (texts, scores) in local_rows.items():
+        assert texts == rows[path][0] and np.allclose(scores, rows[path][1], atol=2e-6)

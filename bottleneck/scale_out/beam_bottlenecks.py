@@ -34,11 +34,13 @@ import numpy as np
 
 from ..cache.shards import SHARD_PATTERN, SKIPPED_PATTERN, shard_digests
 from ..cache.store import DB_NAME, BottleneckCache
+from ..data.decoding import AUTO, FileDecoder, FileTask
 from ..data.digest import stream_digest
 from ..data.images import BadImage, is_candidate, load_for_model
 from ..data.storage import files_under, is_url, join, list_files, local_folder, open_binary, read_bytes
 from ..errors import UserError
 from . import beam as beam_common
+from .beam_decoding import close_pools, decode_list, list_size, local_workers
 
 NAMESPACE = "bottlenecks"
 MODEL_INFO = "retrain_module.json"
@@ -198,7 +200,25 @@ def _dofns():
             for path in paths:  # every file with this content is skipped, as the local tool does
                 yield beam.pvalue.TaggedOutput("skipped", (path, reason))
 
-    return HashFile, KeepUnknown, Decode
+    class DecodeList(beam.DoFn):
+        """A list of (digest, paths) -> (digest, pixels) for each, decoded by this machine's worker processes
+        (beam_decoding.py) with the local tool's check of each file's content; bad images go to 'skipped'."""
+
+        def __init__(self, height: int, width: int, workers):
+            self.height, self.width, self.workers = height, width, workers
+
+        def process(self, elements):
+            tasks = [FileTask(paths[0], digest) for digest, paths in elements]
+            decoder = FileDecoder(self.height, self.width)
+            for (digest, paths), outcome in zip(elements, decode_list(decoder, self.height, self.width, self.workers,
+                                                                      tasks)):
+                if isinstance(outcome, str):
+                    for path in paths:
+                        yield beam.pvalue.TaggedOutput("skipped", (path, outcome))
+                else:
+                    yield digest, outcome
+
+    return HashFile, KeepUnknown, Decode, DecodeList
 
 
 def _skipped_line(item) -> str:
@@ -210,8 +230,11 @@ def _skipped_line(item) -> str:
 
 
 def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch_size: int = 32, beam_args=(),
-                       log=print, precision=None) -> Outcome:
+                       log=print, precision=None, decode_workers: str = AUTO) -> Outcome:
     """Run the pipeline over ``image_dir``, writing this run's shards and skipped record into ``output_dir``.
+
+    On the local runner, a folder's images are decoded by worker processes where ``decode_workers`` (auto,
+    threads, processes) chooses them (beam_decoding.py).
 
     With a bfloat16 ``precision`` (precision.Precision) the workers run the exported float32 network
     through oneDNN's bfloat16 rewrite, and the shards carry that precision in their module identity,
@@ -243,7 +266,8 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
     shard_prefix, skipped_prefix = join(output_dir, f"bottlenecks-{run}"), join(output_dir, f"skipped-{run}")
     identity, dim = keyed.identity, module.bottleneck_size
     schema = pa.schema([("module", pa.string()), ("digest", pa.string()), ("vector", pa.list_(pa.float32()))])
-    HashFile, KeepUnknown, Decode = _dofns()
+    HashFile, KeepUnknown, Decode, DecodeList = _dofns()
+    workers = None if local_paths is None else local_workers(beam_args, len(local_paths), decode_workers)
     handler = KeyedModelHandler(_model_handler_class()(model_uri, batch_size,
                                                                  getattr(precision, "name", None) == "bfloat16"))
 
@@ -262,8 +286,13 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
                  | "Mark known" >> beam.Map(lambda digest: (digest, True)))
         todo = ({"paths": hashed.digests, "known": known} | "By content" >> beam.CoGroupByKey()
                 | "Drop known" >> beam.ParDo(KeepUnknown()))
-        decoded = todo | "Decode" >> beam.ParDo(Decode(module.height, module.width)).with_outputs(
-            "skipped", main="pixels")
+        if workers is None:
+            decode = beam.ParDo(Decode(module.height, module.width))
+        else:
+            todo = todo | "Gather" >> beam.BatchElements(min_batch_size=list_size(workers),
+                                                         max_batch_size=list_size(workers))
+            decode = beam.ParDo(DecodeList(module.height, module.width, workers))
+        decoded = todo | "Decode" >> decode.with_outputs("skipped", main="pixels")
         computed = beam.metrics.Metrics.counter(NAMESPACE, "computed")
 
         def row(keyed):
@@ -284,7 +313,10 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
          | "Skipped lines" >> beam.Map(skipped_line)
          | "Write skipped" >> beam.io.WriteToText(skipped_prefix, file_name_suffix=".jsonl", shard_name_template=""))
 
-    result = beam_common.run_pipeline(build, beam_args, "bottleneck")
+    try:
+        result = beam_common.run_pipeline(build, beam_args, "bottleneck")
+    finally:
+        close_pools()
     counts = beam_common.counter_values(result, NAMESPACE)
     return Outcome(listed=counts.get("listed", 0), known=counts.get("already_known", 0),
                    computed=counts.get("computed", 0), skipped=counts.get("skipped", 0),

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.decoding import AUTO, FileDecoder, FileTask
 from ..data.images import is_candidate
 from ..data.storage import exists, files_under, is_url, join, local_file, read_bytes, write_bytes
 from ..errors import EXIT_OK, EXIT_USAGE, UserError
 from ..label_image.engine import Prediction, expand_inputs, load_classifier, prepare_image, top_labels
 from ..label_image.formats import csv_cells, csv_header, json_line
 from . import beam as beam_common
+from .beam_decoding import close_pools, decode_list, list_size, local_workers
 
 NAMESPACE = "classify"
 
@@ -128,6 +130,19 @@ def classify_to_shards(args) -> int:
         else:
             yield path, result
 
+    beam_args = getattr(args, "beam_args", ())
+    local = not any(is_url(path) for path in paths)
+    workers = local_workers(beam_args, len(paths), getattr(args, "decode_workers", AUTO)) if local else None
+
+    def prepare_list(chunk):
+        # Worker processes of this machine decode the files from their paths, as label_image.py does.
+        outcomes = decode_list(FileDecoder(height, width), height, width, workers, [FileTask(p) for p in chunk])
+        for path, pixels in zip(chunk, outcomes):
+            if isinstance(pixels, str):
+                yield beam.pvalue.TaggedOutput("failed", Prediction(path, None, pixels))
+            else:
+                yield path, (pixels * 255.0 - mean) / std if (mean, std) != (0.0, 255.0) else pixels
+
     def formatted(prediction: Prediction) -> str:
         rows.inc()
         if prediction.error is not None:
@@ -143,14 +158,23 @@ def classify_to_shards(args) -> int:
     header = _csv_line(csv_header(top_k, threshold)) if output_format == "csv" else None
 
     def build(p):
-        prepared = (p | "Images" >> beam.Create(paths) | "Spread" >> beam.Reshuffle()
-                    | "Decode" >> beam.FlatMap(prepare).with_outputs("failed", main="pixels"))
+        images = p | "Images" >> beam.Create(paths) | "Spread" >> beam.Reshuffle()
+        if workers is None:
+            decode = beam.FlatMap(prepare)
+        else:  # prepare_image's pixels, from this machine's worker processes (beam_decoding.py)
+            images = images | "Gather" >> beam.BatchElements(min_batch_size=list_size(workers),
+                                                             max_batch_size=list_size(workers))
+            decode = beam.FlatMap(prepare_list)
+        prepared = images | "Decode" >> decode.with_outputs("failed", main="pixels")
         predictions = prepared.pixels | "Classify" >> RunInference(handler) | "Top labels" >> beam.Map(scored)
         ((predictions, prepared.failed) | "All rows" >> beam.Flatten() | "Format" >> beam.Map(formatted)
          | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=suffix,
                                           header=header))
 
-    result = beam_common.run_pipeline(build, getattr(args, "beam_args", ()), "classification")
+    try:
+        result = beam_common.run_pipeline(build, beam_args, "classification")
+    finally:
+        close_pools()
     counts = beam_common.counter_values(result, NAMESPACE)
     print(f"Wrote {counts.get('rows', 0)} rows to {prefix}-*{suffix}")
     if counts.get("failed", 0):
