@@ -2,7 +2,7 @@
 import pytest
 from helpers import make_dataset, write_photo
 
-from bottleneck.data.split import percentage_hash, split_class, which_set
+from bottleneck.data.split import SETS, percentage_hash, split_class, which_set
 from bottleneck.data.walk import ImageClass, ImageFile, label_for_folder, list_images
 from bottleneck.errors import UserError
 
@@ -81,6 +81,24 @@ def test_small_classes_keep_one_image_in_every_set(n, tmp_path):
     split, note = split_class(_class_of(n, tmp_path), 10, 10)
     assert len(split.training) >= 1 and len(split.validation) >= 1 and len(split.testing) >= 1
     assert len(split.training) + len(split.validation) + len(split.testing) == n
+
+
+@pytest.mark.parametrize("n", range(3, 13))
+@pytest.mark.parametrize("validation, testing", [(10, 10), (0, 10), (10, 0), (1, 1), (45, 45)])
+def test_a_class_of_three_or_more_keeps_an_image_in_every_set_asked_for(tmp_path, n, validation, testing):
+    folder = tmp_path / "c"
+    for salt in range(6):  # several name patterns per size, so that many hash layouts are tried
+        image_class = ImageClass("c", folder, [ImageFile(folder / f"{salt}-{i}.jpg", f"{salt}-{i}.jpg")
+                                               for i in range(n)])
+        split, note = split_class(image_class, validation, testing)
+        sizes = {s: len(split.of(s)) for s in SETS}
+        assert sum(sizes.values()) == n
+        assert sorted(i.name for s in SETS for i in split.of(s)) == sorted(i.name for i in image_class.images)
+        assert sizes["training"] >= 1
+        assert sizes["validation"] >= (1 if validation > 0 else 0)
+        assert sizes["testing"] >= (1 if testing > 0 else 0)
+        if note:  # what it did, and to which class
+            assert note.startswith("Class 'c' has only") and "moved" in note
 
 
 @pytest.mark.parametrize("n", [1, 2])
