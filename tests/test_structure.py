@@ -20,6 +20,7 @@ LAYERS = [
     {"export", "data_checks"},  # the classifier as files; label errors and duplicates
     {"label_image", "report"},  # classifying with an export; the report folder
     {"scale_out"},  # the Beam pipelines
+    {"review"},  # act on a run's findings: journaled moves, the review page, decisions from a CSV file
     {"pipeline"},  # the spine of one run
     {"cli"},  # the commands: flags, logging, signals, exit codes
     {"__main__"},  # python -m bottleneck
