@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.names import one_line
+from ..data.names import one_line, utf8_text
 from ..data_checks.findings import DUPLICATES_CSV, LABEL_ERRORS_CSV
 from ..errors import UserError
 from ..report.summary import SUMMARY_FILE
@@ -64,6 +64,9 @@ def read_last_run(report_dir, image_dir) -> LastRun:
     except (OSError, ValueError) as exc:
         raise UserError(f"'{one_line(report_dir / SUMMARY_FILE)}' cannot be read: {exc}.") from None
     images = record.by_path()
+    # A name that is not UTF-8 is held as surrogates in the record; the CSV files may write it as escapes.
+    images.update({text(im.path): im for im in record.images for text in (utf8_text, one_line)
+                   if text(im.path) not in images})
     changes = journal.read_changes(image_dir)
     kept, kept_pairs = journal.kept_as_labelled(changes), journal.kept_pairs(changes)
     found: list[Finding] = []
