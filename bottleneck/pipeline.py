@@ -29,6 +29,8 @@ from .model.runner import with_precision
 from .report.page import PageData, Predictions
 from .report.summary import ReportData, write_report
 from .report.views import ViewInputs
+from .review.kept import leave_out_kept
+from .review.record import log_class_changes, write_record
 from .training import calibration, fine_tune_run, numerics
 from .training.evaluate import check_accuracy_gate, final_test, pick_test_images
 from .training.layer import train_layer
@@ -156,6 +158,7 @@ def cache_bottlenecks(run: Run, open_caches: contextlib.ExitStack) -> None:
     open_caches.callback(run.cache.close)
     run.images = bottlenecks.ensure(settings, run.module, run.cache, run.classes, run.splits, run.activations,
                                     config.fine_tune.blocks, show_progress=not config.run.quiet)
+    log_class_changes(config.report_dir, run.classes, run.images.digest_of)  # moved by a review, say
 
 
 def assemble_sets(run: Run) -> None:
@@ -215,6 +218,7 @@ def check_data(run: Run) -> None:
     """Suspected label errors, duplicates and leakage, over every image as it is."""
     run.findings = data_checks.check_run(run.plain, run.images.digest_of, run.labels, run.config.training.seed,
                                          run.config.run.strict)
+    run.findings = leave_out_kept(run.findings, run.config.input.image_dir)  # a review's "keep as labelled"
 
 
 def export(run: Run) -> None:
@@ -226,6 +230,9 @@ def export(run: Run) -> None:
 def report(run: Run) -> RunResult:
     run.timings["total"] = time.perf_counter() - run.started
     tuned, validation = run.tuned, run.data["validation"]
+    write_record(run.config.report_dir, run.config.input.image_dir, run.labels, run.splits, run.images.digest_of,
+                 [Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
+                  Predictions(validation.names, validation.y, run.scored.validation_probabilities)])
     summary = write_report(run.config.report_dir, ReportData(
         labels=run.labels, history=run.layer.history, test_true=run.result.true,
         test_predicted=run.result.predicted, test_names=run.result.names, counts=run.counts,
