@@ -14,6 +14,7 @@ from ..config.settings import POSITIVE, BottleneckSettings
 from ..errors import EXIT_OK
 from ..model.tf_import import quiet_tensorflow
 from .guard import run_guarded, setup_logging
+from .review import relabel_main, review_main
 
 
 def beam_bottlenecks_main(argv) -> int:
@@ -94,4 +95,5 @@ def prepare_model_main(argv) -> int:
     return run_guarded("prepare-model", body)
 
 
-COMMANDS = {"prepare-model": prepare_model_main, "beam-bottlenecks": beam_bottlenecks_main}
+COMMANDS = {"prepare-model": prepare_model_main, "beam-bottlenecks": beam_bottlenecks_main, "review": review_main,
+            "relabel": relabel_main}
