@@ -149,6 +149,23 @@ def test_every_worker_crashing_on_its_image_still_ends_the_run(tmp_path):
     assert sum(len(d) for _p, d, _f in batches) == len(paths) - 1
 
 
+@needs_processes
+def test_where_worker_processes_cannot_start_the_pool_decodes_on_threads(tmp_path, monkeypatch):
+    import types
+
+    only_here = types.ModuleType("decoder_only_in_this_process")  # a worker cannot import it, so it never starts
+    exec("class Decoder:\n    def __init__(self, inner): self.inner = inner\n"
+         "    def __call__(self, task): return self.inner(task)\n", only_here.__dict__)
+    monkeypatch.setitem(sys.modules, only_here.__name__, only_here)
+    paths = [p for p in photo_folder(tmp_path, count=8) if p.is_file() and p.name != "notes.jpg"]
+    with DecodingPool(only_here.Decoder(FileDecoder(SIZE, SIZE)), SIZE, SIZE, 3, Workers(PROCESSES, 2, "test")) as pool:
+        pixels = {position: row.copy() for batch in pool.batches([FileTask(str(p)) for p in paths])
+                  for position, row in zip(batch.decoded, batch.pixels)}
+        assert pool.workers.kind == THREADS and pool.workers.why.startswith("processes cannot start here")
+    assert sorted(pixels) == list(range(len(paths)))
+    assert all(np.array_equal(pixels[i], load_for_model(path, SIZE, SIZE)) for i, path in enumerate(paths))
+
+
 @pytest.mark.parametrize("kind", [THREADS, pytest.param(PROCESSES, marks=needs_processes)])
 def test_a_bug_in_the_decoder_stops_the_pass_instead_of_skipping_every_image(tmp_path, kind):
     paths = [p for p in photo_folder(tmp_path, count=3) if p.is_file()]

@@ -544,7 +544,10 @@ class _Processes:
         if self._failed_starts >= _STARTS_BEFORE_GIVING_UP:
             raise CannotStart(f"{self._failed_starts} workers in a row ended ({self._last_death}) before they were "
                               "ready")
-        self._start()
+        try:
+            self._start()
+        except OSError as exc:  # no process can be started any more (a limit on processes or files)
+            raise CannotStart(f"a new worker cannot start ({exc})") from exc
 
     def close(self, abort: bool) -> None:
         workers, self._workers = getattr(self, "_workers", []), []
