@@ -25,11 +25,11 @@ from bottleneck.review.session import Review
 PLANTED = ("red_0.jpg", "red_1.jpg", "red_2.jpg")  # red photos filed as blue
 
 
-def plant(tmp: Path, tiny_module: Path, caplog=None) -> tuple[Path, Path]:
-    """Three classes with three red photos filed as blue and a copy of a green photo filed as red, retrained once:
-    (image folder, report folder)."""
+def plant(tmp: Path, tiny_module: Path, planted=PLANTED) -> tuple[Path, Path]:
+    """Three classes with red photos filed as blue (``planted``) and a copy of a green photo filed as red, retrained
+    once: (image folder, report folder)."""
     images = make_dataset(tmp / "images", {"red": 30, "green": 30, "blue": 30})
-    for k, name in enumerate(PLANTED):
+    for k, name in enumerate(planted):
         write_photo(images / "blue" / name, CLASS_COLOURS["red"], seed=7000 + k)
     shutil.copy(images / "green" / "img_002.jpg", images / "red" / "green_copy.jpg")
     assert retrain(tmp, images, tiny_module) == 0

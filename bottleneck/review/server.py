@@ -80,6 +80,8 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if url.path in ASSETS:
             return self._send(HTTPStatus.OK, _asset(url.path[1:]).encode("utf-8"), ASSETS[url.path])
+        if url.path == "/favicon.ico":  # asked for by every browser: none, rather than a refusal in its console
+            return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         token = (query.get("token") or [""])[0] or self.headers.get(TOKEN_HEADER, "")
         if not self._token_is(token):
             return self._refuse(HTTPStatus.FORBIDDEN, "This address needs the token that the review command printed.")
