@@ -192,6 +192,16 @@ def join(swap: Swap) -> None:
         pending.append(swap)
 
 
+def newest(target) -> Path:
+    """Where ``target``'s newest content is: inside all_or_nothing(), a file written earlier in the block waits
+    beside its target until the block ends, so code that reads it back (a page embedding a plot) reads it there."""
+    wanted = os.path.abspath(target)
+    for swap in reversed(_pending.get() or []):
+        if isinstance(swap, FileSwap) and os.path.abspath(swap.target) == wanted:
+            return swap.tmp
+    return Path(target)
+
+
 def _discard(pending) -> None:
     for swap in pending:
         with contextlib.suppress(OSError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_dataset, retrain_args, run_retrain, write_photo
+from helpers import ROOT, make_dataset, retrain_args, run_retrain, write_photo
 
 from bottleneck.data.decoding import (
     AUTO,

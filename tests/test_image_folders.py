@@ -39,6 +39,7 @@ from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.cli.retrain import retrain_main
 from bottleneck.data import images as images_module
 from bottleneck.data.images import BadImage, load_for_model, missing_rows
+from bottleneck.data.names import one_line
 from bottleneck.data.split import split_class
 from bottleneck.data.walk import label_for_folder, list_images
 
@@ -311,7 +312,7 @@ def test_unreadable_files_are_skipped_with_path_and_reason(messy):
     lines = skip_lines(messy.log)
     decoded_bad = {p: why for p, why in messy.bad.items() if why not in ("empty file", "Input/output error")}
     for path, reason in decoded_bad.items():
-        assert any(f"Skipping {path}: " in line and reason in line for line in lines), (path, lines)
+        assert any(f"Skipping {one_line(path)}: " in line and reason in line for line in lines), (path, lines)
     # Two files share the empty content: it is decoded once, and that file's line says why.
     assert any("empty file" in line and ("zero bytes.jpg" in line or "empty two.jpg" in line) for line in lines)
 
@@ -325,7 +326,7 @@ def test_the_summary_counts_every_skipped_file(messy):
 def test_every_skipped_file_gets_its_own_line(messy):
     lines = skip_lines(messy.log)
     for path, reason in messy.bad.items():
-        assert any(f"Skipping {path}: " in line and reason in line for line in lines), (path, lines)
+        assert any(f"Skipping {one_line(path)}: " in line and reason in line for line in lines), (path, lines)
     assert len(lines) == len(messy.bad)
 
 

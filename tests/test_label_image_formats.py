@@ -27,7 +27,8 @@ def test_csv_has_a_header_and_one_row_per_image(trained_graph, photos, capsys):
     assert rows[0]["error"] and rows[0]["label_1"] == ""
     assert (rows[1]["label_1"], rows[2]["label_1"]) == ("red", "blue")
     assert float(rows[1]["score_1"]) >= float(rows[1]["score_2"])
-    assert set(rows[1]) == {"path", "label_1", "score_1", "label_2", "score_2", "error"}
+    assert set(rows[1]) == {"path", "label_1", "score_1", "label_2", "score_2", "error", "path_bytes"}
+    assert rows[1]["path_bytes"] == ""  # only a name that is not UTF-8 has its bytes there
 
 
 def test_json_is_one_object_per_image(trained_graph, photos, capsys):

@@ -45,6 +45,7 @@ import hashlib
 import mmap
 import os
 import queue
+import selectors
 import signal
 import subprocess
 import sys
@@ -73,7 +74,7 @@ CHANGED_WHILE_READ = "the file changed while it was being read; it will be used 
 CRASHED = "the decoder crashed on this image"
 
 RING_SLOTS = 4  # one batch with the network, the next ones filling: decoding never waits for the network
-TASKS_PER_PROCESS = 3  # the one being decoded and the next ones, so a worker never waits for the parent's thread
+TASKS_PER_PROCESS = 4  # the one being decoded and the next ones, so a worker never waits for the parent's thread
 _STARTS_BEFORE_GIVING_UP = 3  # workers in a row that die before they are ready: processes cannot run here
 
 
@@ -453,6 +454,10 @@ class _Processes:
         self._failed_starts = 0
         self._last_death = ""
         self._woken, self._wake = connection.Pipe(duplex=False)
+        # Registered once and kept up to date: building a selector for every wait would cost more than the rest
+        # of an image's handling in this process.
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._woken, selectors.EVENT_READ)
         size = int(np.prod(shape)) * 4
         self._fd = os.memfd_create("bottleneck-decoding", os.MFD_CLOEXEC)
         try:
@@ -478,6 +483,7 @@ class _Processes:
             child_end.close()  # the worker's end lives in the worker only, so that it sees this process go
         worker = _Worker(process, parent_end)
         self._workers.append(worker)
+        self._selector.register(parent_end, selectors.EVENT_READ, worker)
         with contextlib.suppress(OSError):  # a worker that is gone already is found by the next wait
             parent_end.send((self._shape, self._decoder))
 
@@ -499,36 +505,36 @@ class _Processes:
         pairs, numbers of the tasks to give to another worker)."""
         finished, again = [], []
         while not finished and not again:
-            ready = connection.wait([self._woken] + [w.conn for w in self._workers])
-            for worker in [w for w in self._workers if w.conn in ready]:
-                if self._receive(worker, finished):
+            ready = [key.data for key, _events in self._selector.select()]
+            for worker in ready:
+                if worker is not None and self._receive(worker, finished):
                     self._bury(worker, finished, again)
-            if self._woken in ready:
-                while self._woken.poll():
-                    self._woken.recv_bytes()
+            if None in ready:
+                self._woken.recv_bytes()
                 break
         return finished, again
 
     def _receive(self, worker: _Worker, finished: list) -> bool:
-        """Take every message the worker has sent; True when its pipe has closed (the worker has ended)."""
+        """Take the next message of a worker whose pipe is readable; True when the pipe has closed (the worker has
+        ended, after every message it sent has been taken: the pipe keeps their order)."""
         try:
-            while worker.conn.poll():
-                kind, number, detail = worker.conn.recv()
-                if kind == "ready":
-                    worker.ready = True
-                    self._failed_starts = 0
-                elif kind == "done":
-                    worker.in_flight.remove(number)
-                    finished.append((number, detail))
-                else:  # "bug": an exception that is not about the file, raised here as the thread pool would
-                    raise RuntimeError(f"decoding failed in a worker process:\n{detail}")
+            kind, number, detail = worker.conn.recv()
         except (EOFError, OSError):
             return True
+        if kind == "ready":
+            worker.ready = True
+            self._failed_starts = 0
+        elif kind == "done":
+            worker.in_flight.remove(number)
+            finished.append((number, detail))
+        else:  # "bug": an exception that is not about the file, raised here as the thread pool would
+            raise RuntimeError(f"decoding failed in a worker process:\n{detail}")
         return False
 
     def _bury(self, worker: _Worker, finished: list, again: list) -> None:
         """A worker has ended: skip the image it was decoding, hand on its queue, start a replacement."""
         self._workers.remove(worker)
+        self._selector.unregister(worker.conn)
         worker.conn.close()
         try:
             worker.process.wait(5)
@@ -569,6 +575,8 @@ class _Processes:
                 worker.process.wait()
             worker.conn.close()
         self.ring = None  # the memory goes with the last view of it
+        if hasattr(self, "_selector"):
+            self._selector.close()
         for end in (self._woken, self._wake):
             end.close()
         if getattr(self, "_fd", None) is not None:

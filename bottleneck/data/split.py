@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..console.notes import bounded
+from .names import one_line
 from .walk import ImageClass, ImageFile
 
 SETS = ("training", "validation", "testing")
@@ -74,7 +75,7 @@ def split_class(
             image = min(split.of(donor), key=lambda im: percentage_hash(im.name))
             split.of(donor).remove(image)
             split.of(set_name).append(image)
-            moved.append(f"moved {image.name} from {donor} to {set_name}")
+            moved.append(f"moved {one_line(image.name)} from {donor} to {set_name}")
     note = f"Class '{image_class.label}' has only {n} images: " + "; ".join(moved) + "." if moved else None
     return split, note
 

@@ -4,6 +4,9 @@
 duplicates and leakage (``duplicates``) among all the images (``all_images``);
 the ``Findings`` are then logged, written as CSV files, summarised for
 summary.json, and with ``--strict`` leakage into the test set fails the run.
+File names go out by data/names.py's rule: shown on one line in the log,
+written exactly in the CSVs and summary.json, with the bytes of a name that is
+not UTF-8 in the ``*_bytes`` column or field beside it.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..data.names import BYTES_SUFFIX, name_bytes, name_cells, name_fields, names_fields, one_line, utf8_text
 from .all_images import AllImages
 from .duplicates import NEAR_MARGIN, NEAR_MIN_SIMILARITY, DuplicatePair, exact_pairs, leaked, near_pairs
 from .label_errors import FOLDS, LabelError, out_of_fold, rank_label_errors
@@ -78,8 +82,8 @@ def log_findings(findings: Findings, shown: int = 10) -> None:
         shown_pairs = [p for p in findings.pairs if "testing" in (im.sets[p.a], im.sets[p.b])
                        and im.sets[p.a] != im.sets[p.b]]
         for p in shown_pairs[:shown]:
-            log.warning("  %s copy (similarity %.3f): %s [%s] ~ %s [%s]", p.kind, p.similarity, im.paths[p.a],
-                        im.sets[p.a], im.paths[p.b], im.sets[p.b])
+            log.warning("  %s copy (similarity %.3f): %s [%s] ~ %s [%s]", p.kind, p.similarity,
+                        one_line(im.paths[p.a]), im.sets[p.a], one_line(im.paths[p.b]), im.sets[p.b])
     if findings.leaked_validation:
         log.info("%d validation image(s) have an exact or near copy in the training set.",
                  len(findings.leaked_validation))
@@ -89,24 +93,28 @@ def log_findings(findings: Findings, shown: int = 10) -> None:
 
 
 def write_csvs(report_dir: Path, findings: Findings) -> None:
+    """The two CSV files; each name's bytes, where they are not UTF-8, in a last column beside the others."""
     im = findings.images
     with atomic_path(report_dir / LABEL_ERRORS_CSV) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["rank", "path", "set", "label", "suggested", "label_probability", "suggested_probability"])
+            w.writerow(["rank", "path", "set", "label", "suggested", "label_probability", "suggested_probability",
+                        "path" + BYTES_SUFFIX])
             for rank, e in enumerate(findings.label_errors, 1):
-                w.writerow([rank, e.path, e.set, e.label, e.suggested, f"{e.label_probability:.4f}",
-                            f"{e.suggested_probability:.4f}"])
+                text, hex_bytes = name_cells(e.path)
+                w.writerow([rank, text, e.set, e.label, e.suggested, f"{e.label_probability:.4f}",
+                            f"{e.suggested_probability:.4f}", hex_bytes])
     with atomic_path(report_dir / DUPLICATES_CSV) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["kind", "similarity", "path_a", "set_a", "label_a", "path_b", "set_b", "label_b",
-                        "crosses_sets", "crosses_classes"])
+                        "crosses_sets", "crosses_classes", "path_a" + BYTES_SUFFIX, "path_b" + BYTES_SUFFIX])
             for p in findings.pairs:
                 sets_differ, classes_differ = findings.crosses(p)
-                w.writerow([p.kind, f"{p.similarity:.4f}", im.paths[p.a], im.sets[p.a], findings.labels[im.y[p.a]],
-                            im.paths[p.b], im.sets[p.b], findings.labels[im.y[p.b]], int(sets_differ),
-                            int(classes_differ)])
+                w.writerow([p.kind, f"{p.similarity:.4f}", utf8_text(im.paths[p.a]), im.sets[p.a],
+                            findings.labels[im.y[p.a]], utf8_text(im.paths[p.b]), im.sets[p.b],
+                            findings.labels[im.y[p.b]], int(sets_differ), int(classes_differ),
+                            name_bytes(im.paths[p.a]), name_bytes(im.paths[p.b])])
 
 
 def summary_of(findings: Findings) -> dict:
@@ -126,7 +134,7 @@ def summary_of(findings: Findings) -> dict:
             "cross_validated_accuracy": oof_accuracy,
             "disputed": len(findings.label_errors),
             "csv": LABEL_ERRORS_CSV,
-            "top": [{"path": e.path, "set": e.set, "label": e.label, "suggested": e.suggested,
+            "top": [{**name_fields(e.path), "set": e.set, "label": e.label, "suggested": e.suggested,
                      "label_probability": round(e.label_probability, 4),
                      "suggested_probability": round(e.suggested_probability, 4)}
                     for e in findings.label_errors[:SUMMARY_TOP]],
@@ -146,7 +154,7 @@ def summary_of(findings: Findings) -> dict:
         "leakage": {
             "test_images": len(findings.leaked_test),
             "validation_images": len(findings.leaked_validation),
-            "test_paths": findings.leaked_test[:100],
+            **names_fields(findings.leaked_test[:100], "test_paths"),
         },
     }
 
@@ -163,7 +171,8 @@ def check_run(plain_sets: dict, digest_of: dict, labels: list[str], seed: int | 
     if strict and findings.leaked_test:
         raise UserError(
             f"{len(findings.leaked_test)} test image(s) have an exact or near copy in the training or validation "
-            f"set and --strict is set, e.g. {findings.leaked_test[0]}; the previous outputs were left untouched.",
+            f"set and --strict is set, e.g. {one_line(findings.leaked_test[0])}; the previous outputs were left "
+            "untouched.",
             exit_code=EXIT_FAILURE,
         )
     return findings

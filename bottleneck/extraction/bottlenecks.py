@@ -30,6 +30,7 @@ from ..config.settings import BottleneckSettings
 from ..console.notes import bounded
 from ..console.progress import Progress
 from ..data.decoding import PROCESSES, choose_workers
+from ..data.names import one_line
 from ..data.split import ClassSplit
 from ..data.walk import ImageClass, ImageFile
 from ..model.modules import FeatureModule
@@ -74,7 +75,7 @@ def ensure(settings: BottleneckSettings, module: FeatureModule, cache: Bottlenec
         jobs += distorted_copy_jobs(settings, stores, splits, digest_of)
     if jobs:
         skipped += compute(settings, module, stores, jobs, tuned_blocks, show_progress, readable)
-    lines = [f"Skipping {s.path}: {s.reason}" for s in skipped]
+    lines = [f"Skipping {one_line(s.path)}: {s.reason}" for s in skipped]
     for line in bounded(lines, "unreadable images (all listed in the report's summary.json)"):
         log.warning(line)
     return CachedImages(digest_of, skipped)
@@ -91,8 +92,9 @@ def warn_cross_class_duplicates(readable: list[tuple[ImageFile, str, str]]) -> N
     paths_of: dict[str, list[str]] = {}
     for image, folder, digest in readable:
         classes_of.setdefault(digest, set()).add(folder)
-        paths_of.setdefault(digest, []).append(str(image.path))
-    lines = [f"The same image is in several classes ({', '.join(sorted(folders))}): {'; '.join(paths_of[digest])}"
+        paths_of.setdefault(digest, []).append(one_line(image.path))
+    lines = [f"The same image is in several classes ({', '.join(sorted(one_line(f) for f in folders))}): "
+             f"{'; '.join(paths_of[digest])}"
              for digest, folders in classes_of.items() if len(folders) > 1]
     for line in bounded(lines, "images that are in several classes"):
         log.warning(line)

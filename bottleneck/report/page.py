@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from ..atomic import write_text_atomic
+from ..atomic import newest, write_text_atomic
 from ..data.images import BadImage, load_rgb_array
 from ..data_checks.findings import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings
 from ..training.metrics import matrix_from_summary
@@ -91,7 +91,7 @@ def _thumbnail(path: str) -> str | None:
 
 def _png_uri(path: Path) -> str | None:
     try:
-        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        return "data:image/png;base64," + base64.b64encode(newest(path).read_bytes()).decode("ascii")
     except OSError:
         return None
 

@@ -10,6 +10,9 @@
 * ``summary.json`` - settings, module, counts, skipped images, accuracies, per-class
   precision/recall/F1, misclassified test images, phase timings, calibration and the
   data checks' findings (written last, so its presence means the report is complete).
+
+All of them land together or none does (atomic.all_or_nothing), and file names are
+written by data/names.py's rule.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_text_atomic
+from ..atomic import all_or_nothing, write_text_atomic
+from ..data.names import is_utf8, name_fields
 from ..data.split import SETS
 from ..data_checks.findings import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings, summary_of, write_csvs
 from ..errors import EXIT_FAILURE, UserError
@@ -209,17 +213,18 @@ def build_summary(data: ReportData, report_dir: Path | None = None) -> dict:
     per_split = {s: sum(row[s] for row in per_class_counts.values()) for s in SETS}
 
     misclassified = [
-        {"path": names[i] if names else None, "true": labels[true[i]], "predicted": labels[predicted[i]]}
+        {**(name_fields(names[i]) if names else {"path": None}), "true": labels[true[i]],
+         "predicted": labels[predicted[i]]}
         for i in np.flatnonzero(true != predicted)
     ]
-    skipped = [{"path": str(s.path), "reason": s.reason} for s in data.skipped]
+    skipped = [{**name_fields(s.path), "reason": s.reason} for s in data.skipped]
     summary = {
         "format": SUMMARY_FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "report_dir": str(report_dir) if report_dir is not None else None,
+        **(name_fields(report_dir, "report_dir") if report_dir is not None else {"report_dir": None}),
         "files": {"training_curves": CURVES_FILE, "confusion_matrix": CONFUSION_FILE, "summary": SUMMARY_FILE},
         "module": _module_info(data.module),
-        "settings": dict(data.settings),
+        "settings": _settings(data.settings),
         "labels": labels,
         "counts": {"per_class": per_class_counts, "per_split": per_split, "total": sum(per_split.values())},
         "skipped": skipped,
@@ -250,6 +255,14 @@ def build_summary(data: ReportData, report_dir: Path | None = None) -> dict:
     return _jsonable(summary)
 
 
+def _settings(settings: dict) -> dict:
+    """The flags as given; a path that is not UTF-8 gets its bytes beside it, as every name does (data/names.py)."""
+    entries = {}
+    for flag, value in settings.items():
+        entries.update(name_fields(value, flag) if isinstance(value, str) and not is_utf8(value) else {flag: value})
+    return entries
+
+
 def _matrix_entry(matrix: np.ndarray) -> dict:
     entry = {"rows": "true", "columns": "predicted"}
     if len(matrix) <= DENSE_MATRIX_UP_TO:
@@ -267,7 +280,8 @@ def write_report(report_dir, data: ReportData) -> dict:
     """Write the plots, the data checks' CSVs, report.html and summary.json under ``report_dir``; returns the
     summary dict."""
     try:
-        return _write_report(Path(report_dir), data)
+        with all_or_nothing():  # a failure on the way leaves the previous report whole, never half of a new one
+            return _write_report(Path(report_dir), data)
     except OSError as exc:  # the outputs are in place by now: say so, in one sentence
         raise UserError(f"The outputs were written, but the report could not be: {exc.strerror or exc} "
                         f"({exc.filename or report_dir}).", exit_code=EXIT_FAILURE) from None

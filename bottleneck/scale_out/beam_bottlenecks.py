@@ -22,10 +22,14 @@ The pipeline:
 * Shards are written by Beam's Parquet sink: temporary files renamed on
   success, so a worker retry or a failed run leaves no partial shard.  Each
   run's files carry their own name prefix, so a re-run never overwrites one.
+* File names travel as the bytes the file system gave (data/names.py), which
+  Beam's coders carry whatever they are; the skipped record names them by that
+  module's rule.
 """
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +41,7 @@ from ..cache.store import DB_NAME, BottleneckCache
 from ..data.decoding import AUTO, FileDecoder, FileTask
 from ..data.digest import stream_digest
 from ..data.images import BadImage, is_candidate, load_for_model
+from ..data.names import name_fields
 from ..data.storage import files_under, is_url, join, list_files, local_folder, open_binary, read_bytes
 from ..errors import UserError
 from . import beam as beam_common
@@ -149,20 +154,21 @@ def _dofns():
     from apache_beam.metrics import Metrics
 
     class HashFile(beam.DoFn):
-        """path -> (SHA-256 of the file, path); unreadable files go to 'skipped'."""
+        """name -> (SHA-256 of the file, name); unreadable files go to 'skipped'. Names are the bytes the file
+        system gave (data/names.py), which Beam's coders carry whatever they are."""
 
         def __init__(self):
             self.listed = Metrics.counter(NAMESPACE, "listed")
 
-        def process(self, path):
+        def process(self, name: bytes):
             self.listed.inc()
             try:
-                with open_binary(path) as f:
+                with open_binary(os.fsdecode(name)) as f:
                     digest = stream_digest(f)
             except Exception as exc:  # a vanished, unreadable or unreachable file
-                yield beam.pvalue.TaggedOutput("skipped", (path, _read_error(exc)))
+                yield beam.pvalue.TaggedOutput("skipped", (name, _read_error(exc)))
                 return
-            yield digest, path
+            yield digest, name
 
     class KeepUnknown(beam.DoFn):
         """(digest, {paths, known}) -> (digest, paths) for content not computed before, each content once."""
@@ -189,7 +195,7 @@ def _dofns():
         def process(self, element):
             digest, paths = element
             try:
-                pixels = load_for_model(read_bytes(paths[0]), self.height, self.width)
+                pixels = load_for_model(read_bytes(os.fsdecode(paths[0])), self.height, self.width)
             except BadImage as exc:
                 reason = str(exc)
             except Exception as exc:
@@ -208,7 +214,7 @@ def _dofns():
             self.height, self.width, self.workers = height, width, workers
 
         def process(self, elements):
-            tasks = [FileTask(paths[0], digest) for digest, paths in elements]
+            tasks = [FileTask(os.fsdecode(paths[0]), digest) for digest, paths in elements]
             decoder = FileDecoder(self.height, self.width)
             for (digest, paths), outcome in zip(elements, decode_list(decoder, self.height, self.width, self.workers,
                                                                       tasks)):
@@ -222,8 +228,9 @@ def _dofns():
 
 
 def _skipped_line(item) -> str:
-    path, reason = item
-    return json.dumps({"path": path, "reason": reason}, ensure_ascii=False)
+    """One skipped image as a JSON line, named by data/names.py's rule."""
+    name, reason = item
+    return json.dumps({**name_fields(os.fsdecode(name)), "reason": reason}, ensure_ascii=False)
 
 
 # ----------------------------------------------------------------- the pipeline
@@ -252,7 +259,7 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
         from ..data.walk import list_images
 
         # walk.py's own listing, with its rules for links, loops and hidden files.
-        local_paths = [str(image.path) for c in list_images(image_dir).classes for image in c.images]
+        local_paths = [os.fsencode(image.path) for c in list_images(image_dir).classes for image in c.images]
     if not is_url(output_dir):
         try:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -273,7 +280,8 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
 
     def build(p):
         if local_paths is None:
-            listed = p | "Sources" >> beam.Create([image_dir]) | "List images" >> beam.FlatMap(remote_images)
+            listed = (p | "Sources" >> beam.Create([image_dir]) | "List images" >> beam.FlatMap(remote_images)
+                      | "As bytes" >> beam.Map(os.fsencode))
         else:
             listed = p | "Sources" >> beam.Create(local_paths)
         listed = listed | "Spread" >> beam.Reshuffle()
@@ -335,7 +343,8 @@ def _cached_digests(bottleneck_dir, module) -> set[str]:
 
 
 def read_skipped(output_dir) -> list[dict]:
-    """Every skipped-image record in ``output_dir``: {"path", "reason"} per image."""
+    """Every skipped-image record in ``output_dir``: {"path", "reason"} per image, and "path_bytes" for a name
+    that is not UTF-8 (data/names.py)."""
     records = []
     for path, _size in list_files(output_dir, SKIPPED_PATTERN):
         records += [json.loads(line) for line in read_bytes(path).decode("utf-8").splitlines() if line.strip()]

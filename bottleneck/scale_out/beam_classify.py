@@ -6,13 +6,14 @@ The rows are exactly those that ``--output_format csv`` or ``json`` prints,
 error rows included; each shard of CSV rows starts with the header.  The graph
 file is staged into the output folder, so workers on a cluster read it from
 there (give a gs://... --beam_output on Dataflow).  Rows come out in no
-particular order: sort them by path where order matters.
+particular order: sort them by path where order matters.  Paths travel through
+the pipeline as the bytes the file system gave (data/names.py), since Beam's
+text coders take only valid UTF-8, and the rows name them by that module's rule.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..data.images import is_candidate
 from ..data.storage import exists, files_under, is_url, join, local_file, read_bytes, write_bytes
 from ..errors import EXIT_OK, EXIT_USAGE, UserError
 from ..label_image.engine import Prediction, expand_inputs, load_classifier, prepare_image, top_labels
-from ..label_image.formats import csv_cells, csv_header, json_line
+from ..label_image.formats import csv_cells, csv_header, csv_line, json_line
 from . import beam as beam_common
 from .beam_decoding import close_pools, decode_list, list_size, local_workers
 
@@ -73,12 +74,6 @@ def list_inputs(inputs: list[str]) -> list[str]:
     return paths
 
 
-def _csv_line(cells: list[str]) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(cells)
-    return out.getvalue()
-
-
 def classify_to_shards(args) -> int:
     """Run the pipeline for label_image.py's parsed ``args``; returns its exit code."""
     import apache_beam as beam
@@ -117,8 +112,9 @@ def classify_to_shards(args) -> int:
     suffix = ".csv" if output_format == "csv" else ".jsonl"
     rows, failed = Metrics.counter(NAMESPACE, "rows"), Metrics.counter(NAMESPACE, "failed")
 
-    def prepare(path):
+    def prepare(name: bytes):
         # A local file is decoded from its path, exactly as label_image.py does; others from their bytes.
+        path = os.fsdecode(name)
         try:
             source = path if not is_url(path) else read_bytes(path)
         except OSError as exc:
@@ -128,7 +124,7 @@ def classify_to_shards(args) -> int:
         if isinstance(result, str):
             yield beam.pvalue.TaggedOutput("failed", Prediction(path, None, result))
         else:
-            yield path, result
+            yield name, result
 
     beam_args = getattr(args, "beam_args", ())
     local = not any(is_url(path) for path in paths)
@@ -136,29 +132,30 @@ def classify_to_shards(args) -> int:
 
     def prepare_list(chunk):
         # Worker processes of this machine decode the files from their paths, as label_image.py does.
-        outcomes = decode_list(FileDecoder(height, width), height, width, workers, [FileTask(p) for p in chunk])
-        for path, pixels in zip(chunk, outcomes):
+        outcomes = decode_list(FileDecoder(height, width), height, width, workers,
+                               [FileTask(os.fsdecode(name)) for name in chunk])
+        for name, pixels in zip(chunk, outcomes):
             if isinstance(pixels, str):
-                yield beam.pvalue.TaggedOutput("failed", Prediction(path, None, pixels))
+                yield beam.pvalue.TaggedOutput("failed", Prediction(os.fsdecode(name), None, pixels))
             else:
-                yield path, (pixels * 255.0 - mean) / std if (mean, std) != (0.0, 255.0) else pixels
+                yield name, (pixels * 255.0 - mean) / std if (mean, std) != (0.0, 255.0) else pixels
 
     def formatted(prediction: Prediction) -> str:
         rows.inc()
         if prediction.error is not None:
             failed.inc()
         if output_format == "csv":
-            return _csv_line(csv_cells(prediction, top_k, threshold))
+            return csv_line(csv_cells(prediction, top_k, threshold))
         return json_line(prediction, threshold)
 
     def scored(keyed) -> Prediction:
-        path, result = keyed
-        return Prediction(path, top_labels(np.asarray(result.inference), labels, top_k))
+        name, result = keyed
+        return Prediction(os.fsdecode(name), top_labels(np.asarray(result.inference), labels, top_k))
 
-    header = _csv_line(csv_header(top_k, threshold)) if output_format == "csv" else None
+    header = csv_line(csv_header(top_k, threshold)) if output_format == "csv" else None
 
     def build(p):
-        images = p | "Images" >> beam.Create(paths) | "Spread" >> beam.Reshuffle()
+        images = p | "Images" >> beam.Create([os.fsencode(path) for path in paths]) | "Spread" >> beam.Reshuffle()
         if workers is None:
             decode = beam.FlatMap(prepare)
         else:  # prepare_image's pixels, from this machine's worker processes (beam_decoding.py)
