@@ -183,6 +183,25 @@ def defer(commit, discard=None, *, prepare=None, rollback=None, finish=None, tar
     join(_Callbacks(commit, discard, prepare, rollback, finish, target))
 
 
+def remove_atomic(target) -> None:
+    """Remove ``target`` together with the current all_or_nothing() block's files: only when they all land, and
+    back in place if the block's placing fails (a file of an earlier run that the new one must not sit beside)."""
+    target = Path(target)
+    if not target.is_file():
+        return
+    aside = target.with_name(f".{target.name}.{os.getpid()}.removed")
+
+    def commit():
+        with contextlib.suppress(FileNotFoundError):  # gone already: nothing to remove
+            os.replace(target, aside)
+
+    def rollback():
+        if aside.exists():
+            os.replace(aside, target)
+
+    defer(commit, rollback=rollback, finish=lambda: aside.unlink(missing_ok=True), target=target)
+
+
 def join(swap: Swap) -> None:
     """Place ``swap`` now, or at the successful end of the current all_or_nothing() block."""
     pending = _pending.get()

@@ -12,7 +12,10 @@
   data checks' findings (written last, so its presence means the report is complete).
 
 All of them land together or none does (atomic.all_or_nothing), and file names are
-written by data/names.py's rule.
+written by data/names.py's rule.  The report folder's files are the tool's: one that
+an earlier run wrote and this run does not (the data checks' CSV files after
+--skip_data_checks) is removed with them, so no stale file sits beside a new report;
+files of other names are never touched.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import all_or_nothing, write_text_atomic
+from ..atomic import all_or_nothing, remove_atomic, write_text_atomic
 from ..data.names import is_utf8, name_fields
 from ..data.split import SETS
 from ..data_checks.findings import DUPLICATES_CSV, LABEL_ERRORS_CSV, Findings, summary_of, write_csvs
@@ -293,6 +296,9 @@ def _write_report(report_dir: Path, data: ReportData) -> dict:
     write_plots(report_dir, list(data.history), summary)
     if data.findings is not None:
         write_csvs(report_dir, data.findings)
+    else:  # an earlier run's findings would pass for this run's
+        for name in (LABEL_ERRORS_CSV, DUPLICATES_CSV):
+            remove_atomic(report_dir / name)
     if data.page is not None:
         views = build_views(data.views, data.page, summary["labels"], report_dir) if data.views is not None else None
         started = time.perf_counter()
