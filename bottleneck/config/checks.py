@@ -15,7 +15,11 @@ retrain.py's in this order:
 - ``check_values``: the values the engine relies on (seed, tensor name);
 - ``check_outputs``: every output location can be written, no two outputs
   share one path, and nothing that is in the way (a file where a folder must
-  go, a folder where a file must go) is discovered after training.
+  go, a folder where a file must go, a --saved_model_dir of the user's own
+  files) is discovered after training.
+
+``output_locations`` lists every place a run writes, for the checks and for the
+walk, which never takes the run's own outputs for images.
 
 label_image.py's flags (``check_label_image_flags``) and beam-bottlenecks'
 use the same ``check_finite`` and ``check_range``.
@@ -164,8 +168,8 @@ def check_label_image_flags(args) -> None:
                         "was converted to (retrain.py --tflite_quantize).")
 
 
-def check_outputs(config) -> None:
-    """Every output location can be written and no two outputs share one path."""
+def output_files(config) -> dict[str, Path]:
+    """The files a run writes, by flag (the checkpoint by its ``.index`` file)."""
     export = config.export
     files = {
         "--output_graph": export.output_graph,
@@ -174,6 +178,12 @@ def check_outputs(config) -> None:
     }
     if export.tflite_output:
         files["--tflite_output"] = export.tflite_output
+    return files
+
+
+def output_folders(config) -> dict[str, Path]:
+    """The folders a run writes into, by flag."""
+    export = config.export
     folders = {
         "--bottleneck_dir": config.bottlenecks.bottleneck_dir,
         "--summaries_dir": config.report.summaries_dir,
@@ -183,6 +193,37 @@ def check_outputs(config) -> None:
         folders["--saved_model_dir"] = export.saved_model_dir
     if export.intermediate_store_frequency:
         folders["--intermediate_output_graphs_dir"] = export.intermediate_output_graphs_dir
+    return folders
+
+
+def output_locations(config) -> list[tuple[str, Path]]:
+    """Every file and folder a run writes, as (flag, path): the checked outputs, the checkpoint's data file
+    beside its index, and the intermediate graphs' folder even when none are asked for."""
+    export = config.export
+    return [*output_files(config).items(), *output_folders(config).items(),
+            ("--checkpoint_path", Path(f"{export.checkpoint_path}.data-00000-of-00001")),
+            ("--intermediate_output_graphs_dir", export.intermediate_output_graphs_dir)]
+
+
+def check_saved_model_dir(directory) -> None:
+    """Raise UserError unless ``directory`` may hold a new SavedModel: absent, empty, or a SavedModel.
+
+    A folder of other files is refused: the export owns a SavedModel's own files only (export/outputs.py).
+    """
+    directory = Path(directory)
+    if directory.is_dir() and not (directory / "saved_model.pb").is_file() and any(directory.iterdir()):
+        raise UserError(
+            f"--saved_model_dir '{directory}' is a folder that holds no SavedModel; name a new or empty folder "
+            "(or a previous SavedModel)."
+        )
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"--saved_model_dir '{directory}' is a file, not a folder.")
+
+
+def check_outputs(config) -> None:
+    """Every output location can be written and no two outputs share one path."""
+    export = config.export
+    files, folders = output_files(config), output_folders(config)
 
     where = {flag: _absolute(path) for flag, path in {**files, **folders}.items()}
     seen: dict[str, str] = {}
@@ -207,6 +248,8 @@ def check_outputs(config) -> None:
         if path.is_dir() and not path.is_symlink():
             raise UserError(f"{flag} '{shown}' is a folder; name a file.")
         _writable(flag, shown, path.parent)
+    if export.saved_model_dir:
+        check_saved_model_dir(export.saved_model_dir)
     for flag, folder in folders.items():
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{flag} '{folder}' is a file, not a folder.")

@@ -11,6 +11,7 @@ works); the SavedModel's serving signatures are described in
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import FileSwap, all_or_nothing, defer, join, write_bytes_atomic, write_text_atomic
+from ..config.checks import check_saved_model_dir
 from ..config.settings import ExportSettings
 from ..errors import EXIT_FAILURE, UserError
 from ..model.modules import FeatureModule
@@ -31,6 +33,9 @@ log = logging.getLogger("retrain")
 SERVING_BYTES = "serving_default"
 SERVING_IMAGES = "serving_images"
 INTERMEDIATE_LABELS = "output_labels.txt"  # written beside the intermediate graphs
+# What the export owns in a SavedModel folder: what tf.saved_model.save writes.  Anything else there (notes,
+# TensorFlow Serving's assets.extra/ warm-up requests) is the user's and is carried into each new SavedModel.
+SAVED_MODEL_OWNS = ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "variables", "assets")
 
 
 def export_all(settings: ExportSettings, module: FeatureModule, layer: TrainedLayer, labels: list[str],
@@ -125,7 +130,10 @@ def write_saved_model(directory, module: FeatureModule, weights, biases, labels:
     SavedModel is built in a temporary sibling folder and swapped in whole (at the end
     of an ``atomic.all_or_nothing()`` block when inside one), so a failed export leaves
     the previous SavedModel intact.  An existing folder that is not empty and holds no
-    SavedModel is refused rather than replaced.
+    SavedModel is refused rather than replaced.  The export owns only the files that
+    TensorFlow writes (``SAVED_MODEL_OWNS``); every other file of the previous folder
+    (a ``NOTES.txt``, TensorFlow Serving's ``assets.extra/tf_serving_warmup_requests``)
+    is carried into the new one, linked where the file system allows.
     """
     import tensorflow as tf
 
@@ -192,21 +200,37 @@ def write_saved_model(directory, module: FeatureModule, weights, biases, labels:
             previous.rename(directory)
         swapped.clear()
 
-    defer(commit, lambda: shutil.rmtree(tmp, ignore_errors=True),
-          prepare=lambda: check_saved_model_dir(directory),  # again: the swap may have waited for the end of a block
-          rollback=rollback, finish=lambda: shutil.rmtree(tmp, ignore_errors=True), target=directory)
+    def prepare():
+        check_saved_model_dir(directory)  # again: the swap may have waited for the end of a block
+        carry_user_files(directory, tmp / "model")  # taken at the last moment, so a file added meanwhile is kept
+
+    defer(commit, lambda: shutil.rmtree(tmp, ignore_errors=True), prepare=prepare, rollback=rollback,
+          finish=lambda: shutil.rmtree(tmp, ignore_errors=True), target=directory)
 
 
-def check_saved_model_dir(directory) -> None:
-    """Raise UserError unless ``directory`` may be replaced whole: absent, empty, or a SavedModel."""
-    directory = Path(directory)
-    if directory.is_dir() and not (directory / "saved_model.pb").is_file() and any(directory.iterdir()):
-        raise UserError(
-            f"--saved_model_dir '{directory}' is a folder that holds no SavedModel; it would be replaced whole, "
-            "so name a new or empty folder (or a previous SavedModel)."
-        )
-    if directory.exists() and not directory.is_dir():
-        raise UserError(f"--saved_model_dir '{directory}' is a file, not a folder.")
+def carry_user_files(previous: Path, new: Path) -> None:
+    """Put every entry of the ``previous`` SavedModel folder that the export does not own into ``new``."""
+    if not previous.is_dir():
+        return
+    for entry in sorted(previous.iterdir()):
+        if entry.name in SAVED_MODEL_OWNS:
+            continue
+        target = new / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, target)
+
+
+def _link_or_copy(source, target) -> None:
+    """A hard link costs no space and keeps the file as it is; a copy where links are not possible."""
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), target)
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def decode_for_model(data, height: int, width: int):
