@@ -135,8 +135,8 @@ def section(data_map: DataMap, labels: list[str], squares: np.ndarray) -> str:
     sample = ("" if shown == data_map.total else
               f" Showing {shown:,} of {data_map.total:,} images: every flagged image that fits, and a random sample "
               "of the others.")
-    # </ cannot end the island early: JSON escapes it as <\/.
-    island = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    # No < at all in the island, so no name can end the script element early or open a comment in it.
+    island = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     return (f'<p class="hint">Each dot is an image, placed by {html.escape(data_map.method)}: images the network '
             "sees alike lie close together. Colour: folder class. Ringed: misclassified (black), suspected label "
             "error (red), duplicate (dashed). Rest the pointer on a dot to see the image; click to open it."

@@ -41,23 +41,24 @@ class EveryImage:
 
 
 def every_image(sets: dict, layer, predictions: dict[str, tuple[list[str], np.ndarray]], findings: Findings | None,
-                seed: int | None) -> EveryImage:
-    """The table, in sampling order.
+                seed: int | None, limit: int | None = None) -> tuple[EveryImage, int]:
+    """The first ``limit`` rows of the table in sampling order (all without a limit), and how many there are.
 
     ``sets``: each set's plain SplitData; ``layer``: the new layer to predict with, or None where it does not
     read these bottlenecks (a fine-tuned network); ``predictions``: set -> (paths, probabilities) that the
     run already has (validation and test), which win over the layer's and decide who is misclassified.
+    Only the rows kept are gathered as float32, so a large data set's vectors are not copied whole.
     """
-    xs, ys, paths, set_names = [], [], [], []
+    ys, paths, set_names, guesses = [], [], [], []
     for name in SETS:
-        xs.append(np.asarray(sets[name].x))
-        ys.append(np.asarray(sets[name].y))
-        paths += list(sets[name].names)
-        set_names += [name] * len(sets[name].y)
-    x = np.concatenate(xs).astype(np.float32) if paths else np.zeros((0, 0), np.float32)
-    y = np.concatenate(ys).astype(np.int64) if paths else np.zeros(0, np.int64)
-    predicted = (layer_probabilities(layer, x).argmax(axis=1) if layer is not None and len(x)
-                 else np.full(len(y), -1, np.int64))
+        data = sets[name]
+        ys.append(np.asarray(data.y))
+        paths += list(data.names)
+        set_names += [name] * len(data.y)
+        guesses.append(layer_probabilities(layer, data.x).argmax(axis=1) if layer is not None and len(data.y)
+                       else np.full(len(data.y), -1, np.int64))
+    y = np.concatenate(ys).astype(np.int64)
+    predicted = np.concatenate(guesses).astype(np.int64)
     flags = np.zeros(len(y), np.int64)
     row_of = {(s, p): r for r, (s, p) in enumerate(zip(set_names, paths))}
     for set_name, (names, probabilities) in predictions.items():
@@ -69,11 +70,21 @@ def every_image(sets: dict, layer, predictions: dict[str, tuple[list[str], np.nd
                 flags[row] |= MISCLASSIFIED if g != y[row] else 0
     if findings is not None:
         by_path = {p: r for r, p in enumerate(paths)}
-        for e in findings.label_errors:
-            flags[by_path[e.path]] |= LABEL_ERROR
-        for pair in findings.reported_pairs():
-            for r in (pair.a, pair.b):
-                flags[by_path[findings.images.paths[r]]] |= DUPLICATE
+        flagged = [(e.path, LABEL_ERROR) for e in findings.label_errors]
+        flagged += [(findings.images.paths[r], DUPLICATE) for pair in findings.reported_pairs()
+                    for r in (pair.a, pair.b)]
+        for path, bit in flagged:
+            if path in by_path:
+                flags[by_path[path]] |= bit
     shuffled = np.random.default_rng(seed if seed is not None else 0).permutation(len(y))
     order = np.concatenate([shuffled[flags[shuffled] != 0], shuffled[flags[shuffled] == 0]]).astype(np.int64)
-    return EveryImage(x, y, paths, set_names, predicted, flags).take(order)
+    order = order[:limit]
+    starts = np.cumsum([0] + [len(sets[name].y) for name in SETS])
+    dim = next((sets[name].x.shape[1] for name in SETS if len(sets[name].y)), 0)
+    x = np.zeros((len(order), dim), np.float32)
+    for k, name in enumerate(SETS):  # each set's rows in one gather
+        mine = np.flatnonzero((order >= starts[k]) & (order < starts[k + 1]))
+        if len(mine):
+            x[mine] = sets[name].x[np.sort(order[mine] - starts[k])][np.argsort(np.argsort(order[mine]))]
+    return EveryImage(x, y[order], [paths[r] for r in order], [set_names[r] for r in order], predicted[order],
+                      flags[order]), len(y)

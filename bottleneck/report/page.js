@@ -50,10 +50,12 @@
   var sheet = JSON.parse(document.getElementById('data-map-sprite').textContent);
   var NS = 'http://www.w3.org/2000/svg', PAD = 20, FLAGS = [[1, 'mis', 'misclassified'],
     [2, 'le', 'suspected label error'], [4, 'dup', 'duplicate']];
-  var PALETTE = ['#2563eb', '#ea580c', '#16a34a', '#9333ea', '#dc2626', '#0891b2', '#ca8a04', '#db2777',
-    '#4b5563', '#65a30d'];
+  // No red among the classes: a red ring marks a suspected label error.
+  var PALETTE = ['#2563eb', '#ea580c', '#16a34a', '#9333ea', '#0891b2', '#ca8a04', '#db2777', '#65a30d',
+    '#4b5563', '#92400e'];
   function classColour(c) {
-    return c < PALETTE.length ? PALETTE[c] : 'hsl(' + Math.round((c * 137.508) % 360) + ',65%,45%)';
+    var hue = Math.round((c * 137.508) % 360);  // beyond the palette: hues spread by the golden angle, red left out
+    return c < PALETTE.length ? PALETTE[c] : 'hsl(' + (hue < 20 || hue > 340 ? hue + 40 : hue) + ',65%,45%)';
   }
   var svg = root.querySelector('svg'), tip = root.querySelector('.map-tip');
   var style = document.createElement('style');  // the sprite once, not in every tip

@@ -68,21 +68,21 @@ def build_views(inputs: ViewInputs, page: PageData, labels: list[str], report_di
         heatmaps = skipped()
     timings["heatmaps"] = time.perf_counter() - started
 
-    table = every_image(inputs.sets, None if inputs.fine_tuned else inputs.layer,
-                        {"validation": (page.validation.names, page.validation.probabilities),
-                         "testing": (page.test.names, page.test.probabilities)}, page.findings, inputs.seed)
-    if not len(table):
+    shown, total = every_image(inputs.sets, None if inputs.fine_tuned else inputs.layer,
+                               {"validation": (page.validation.names, page.validation.probabilities),
+                                "testing": (page.test.names, page.test.probabilities)}, page.findings, inputs.seed,
+                               limit=PROJECTOR_LIMIT)
+    if not total:
         return Views(heatmaps, None, np.zeros((0, 0, 0, 3), np.uint8), None, timings)
-    shown = table.take(np.arange(min(len(table), PROJECTOR_LIMIT)))
     started = time.perf_counter()
     squares = tiles(shown.paths)
     timings["thumbnails"] = time.perf_counter() - started
 
     mapped = min(len(shown), MAP_LIMIT)
-    data_map = place(shown.take(np.arange(mapped)), len(table), inputs.seed, report_dir)
+    data_map = place(shown.take(np.arange(mapped)), total, inputs.seed, report_dir)
     timings["data_map"] = data_map.seconds
 
     started = time.perf_counter()
-    projector = write_projector(inputs.summaries_dir, shown, labels, squares, len(table))
+    projector = write_projector(inputs.summaries_dir, shown, labels, squares, total)
     timings["projector"] = time.perf_counter() - started
     return Views(heatmaps, data_map, squares[:mapped], projector, timings)
