@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .cache.sets import load_trained_and_plain
 from .cache.store import BottleneckCache
+from .config.checks import output_locations
 from .config.settings import ExportSettings, RetrainConfig
 from .console.notes import bounded
 from .console.progress import Progress
@@ -256,9 +257,11 @@ def report(run: Run) -> RunResult:
 
 
 def find_classes(config: RetrainConfig) -> list[ImageClass]:
-    listing = list_images(config.input.image_dir)
+    listing = list_images(config.input.image_dir, output_locations(config))  # never the run's own outputs
     for warning in bounded(listing.warnings, "warnings about the class folders"):
         log.warning(warning)
+    if listing.outputs_summary():
+        log.info(listing.outputs_summary())
     if listing.ignored_summary():
         log.warning(listing.ignored_summary())
     return listing.classes

@@ -20,7 +20,12 @@ Rules (also in docs/data.md):
   through a link inside it) is left out with a warning: its images are that
   class's images, not a class of their own;
 - the files that are left out (not an image by name, hidden, a broken link)
-  are counted and reported by reason.
+  are counted and reported by reason;
+- the run's own outputs (``outputs``: the report folder, the cache, a
+  SavedModel, the graph...) are never images, wherever they sit: an output
+  folder or file inside --image_dir is left out and named in
+  ``left_out_outputs``, so a report folder beside the graph never becomes a
+  class of the next run.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +65,7 @@ class Listing:
     classes: list[ImageClass]  # sorted by label; only classes with images
     warnings: list[str] = field(default_factory=list)
     ignored: Counter = field(default_factory=Counter)  # reason -> files left out for it
+    left_out_outputs: dict[Path, str] = field(default_factory=dict)  # an output met in the walk -> its flag
 
     @property
     def ignored_files(self) -> int:
@@ -71,6 +78,42 @@ class Listing:
         reasons = ", ".join(f"{count} {reason}" for reason, count in
                             sorted(self.ignored.items(), key=lambda item: (-item[1], item[0])))
         return f"Ignored {self.ignored_files} file(s) that are not images by their name: {reasons}."
+
+    def outputs_summary(self) -> str | None:
+        """One sentence naming the run's own outputs that the walk left out, or None."""
+        if not self.left_out_outputs:
+            return None
+        named = ", ".join(f"'{utf8_text(path)}' ({flag})" for path, flag in self.left_out_outputs.items())
+        return f"Left out the run's own outputs inside the image folder: {named}."
+
+
+class _Outputs:
+    """The run's output locations inside one image folder, and which of them the walk met."""
+
+    def __init__(self, root: Path, outputs: Iterable[tuple[str, Path]], listing: Listing):
+        inside = os.path.realpath(root) + os.sep
+        self.flag_of = {}  # real path -> (flag, the path as given)
+        for flag, path in outputs:
+            real = os.path.realpath(os.path.abspath(path))
+            if real.startswith(inside):  # an output that holds the image folder is not a reason to leave it out
+                self.flag_of.setdefault(real, (flag, Path(path)))
+        self.listing = listing
+
+    def met(self, real: str) -> bool:
+        """Whether ``real`` (a real path) is an output or lies in an output folder; records the output met."""
+        if not self.flag_of:
+            return False
+        probe = real
+        while True:
+            found = self.flag_of.get(probe)
+            if found is not None:
+                flag, given = found
+                self.listing.left_out_outputs.setdefault(given, flag)
+                return True
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return False
+            probe = parent
 
 
 def walk_folders(folder, visited: dict[str, str], owner: str = "", refuse=None):
@@ -100,8 +143,11 @@ def label_for_folder(folder_name: str) -> str:
     return _NOT_LETTER_OR_DIGIT.sub(" ", folder_name)
 
 
-def list_images(image_dir) -> Listing:
-    """Walk ``image_dir``; raise UserError when it cannot yield at least two classes."""
+def list_images(image_dir, outputs: Iterable[tuple[str, Path]] = ()) -> Listing:
+    """Walk ``image_dir``; raise UserError when it cannot yield at least two classes.
+
+    ``outputs`` are the run's output locations as (flag, path): those inside ``image_dir`` are left out.
+    """
     root = Path(image_dir)
     if not root.exists():
         raise UserError(f"Image directory '{root}' not found.")
@@ -118,6 +164,8 @@ def list_images(image_dir) -> Listing:
         )
 
     listing = Listing(classes=[])
+    outputs = _Outputs(root, outputs, listing)
+    folders = [e for e in folders if not outputs.met(os.path.realpath(e.path))]
     # A class folder reached under two names (a link to another class folder) is one class, not two:
     # the folder itself wins over a link to it.
     owner_of: dict[str, str] = {}
@@ -143,7 +191,7 @@ def list_images(image_dir) -> Listing:
                 "rename or merge them."
             )
         seen_labels[label] = entry.name
-        images = _images_below(Path(entry.path), entry.name, owned, listing)
+        images = _images_below(Path(entry.path), entry.name, owned, listing, outputs)
         if not images:
             listing.warnings.append(f"No images found in class folder '{utf8_text(entry.name)}'; it is left out.")
             continue
@@ -160,6 +208,10 @@ def list_images(image_dir) -> Listing:
                              "issues." for name in few]
 
     listing.classes.sort(key=lambda c: c.label)
+    if not listing.classes and not folders:
+        raise UserError(
+            f"No class sub-folders found in '{root}': put the images of each class in a sub-folder named after it."
+        )
     if not listing.classes:
         raise UserError(f"No images found in any class folder of '{root}'.")
     if len(listing.classes) == 1:
@@ -170,7 +222,8 @@ def list_images(image_dir) -> Listing:
     return listing
 
 
-def _images_below(folder: Path, name: str, owned: dict[str, str], listing: Listing) -> list[ImageFile]:
+def _images_below(folder: Path, name: str, owned: dict[str, str], listing: Listing,
+                  outputs: _Outputs) -> list[ImageFile]:
     """The images below one class folder.  A folder outside every class folder that two classes both link to
     is walked for each (the run then warns about the same image in several classes); a link to another
     class folder is not followed."""
@@ -178,6 +231,8 @@ def _images_below(folder: Path, name: str, owned: dict[str, str], listing: Listi
     own = os.path.realpath(folder)
 
     def refuse(dirpath, real):
+        if outputs.met(real):
+            return "an output"
         other = owned.get(real)
         if other is not None and real != own:
             listing.warnings.append(f"'{utf8_text(dirpath)}' is a link to the class folder '{utf8_text(other)}'; "
@@ -190,6 +245,8 @@ def _images_below(folder: Path, name: str, owned: dict[str, str], listing: Listi
             path = Path(dirpath) / filename
             if filename.startswith("."):
                 listing.ignored["hidden"] += 1
+                continue
+            if outputs.flag_of and outputs.met(os.path.realpath(path)):
                 continue
             if not is_candidate(filename):
                 listing.ignored[_kind(filename)] += 1
