@@ -80,7 +80,8 @@ def beam_bottlenecks_main(argv) -> int:
 
 
 def prepare_model_main(argv) -> int:
-    """``python -m bottleneck prepare-model [--model_dir DIR]``: obtain and convert the built-in model now."""
+    """``python -m bottleneck prepare-model [--model_dir DIR]``: obtain and convert the built-in model now, or again
+    where the converted weights are damaged."""
     from ..model.weights import default_model_dir, ensure_weights
 
     parser = argparse.ArgumentParser(prog="python -m bottleneck prepare-model",
@@ -89,7 +90,7 @@ def prepare_model_main(argv) -> int:
     args = parser.parse_args(argv)
 
     def body():
-        print(f"Built-in Inception-v3 ready: {ensure_weights(args.model_dir)}")
+        print(f"Built-in Inception-v3 ready: {ensure_weights(args.model_dir, repair=True)}")  # damaged: again
         return EXIT_OK
 
     return run_guarded("prepare-model", body)

@@ -10,13 +10,15 @@ Calibration uses a fixed set of photos shipped with the tool: every image under
 ``examples/flower_photos``, in sorted order, preprocessed exactly as for
 training.  The file name is a digest of the network's identity and of those
 photos' bytes, so the same network gives the same artifact on every machine,
-and changing either makes a new one.
+and changing either makes a new one.  The model is sealed with its SHA-256 when
+written (sealed.py) and checked before use; a damaged one is quantized again.
 
 The model runs on TensorFlow Lite's XNNPACK delegate, one single-threaded
 interpreter per core (see ``Int8Features``), one image per invoke.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes_atomic, write_text_atomic
+from ..atomic import all_or_nothing, write_text_atomic
 from ..data.digest import named_files_digest
+from ..data.names import one_line
 from ..errors import UserError, first_line
+from . import sealed
 
 log = logging.getLogger("retrain")
 
@@ -84,21 +88,46 @@ def ensure_artifact(model_dir, identity: str, build_fn, height: int, width: int,
     """The int8 model for the network named ``identity``, quantized now if it is not there yet.
 
     ``build_fn()`` returns the float concrete function to quantize; it is only
-    called when the artifact is missing.
+    called when the artifact is missing or damaged.
     """
     paths = calibration_paths() if paths is None else paths
     target = artifact_path(model_dir, identity, paths)
     if target.is_file():
-        return target
+        problem = artifact_damage(target)
+        if problem is None:
+            return target
+        log.warning("The int8 model %s is damaged (%s); quantizing it again.", one_line(target), problem)
     log.info("Quantizing the network to int8 on %d calibration photos from %s (once; kept in %s).",
              len(paths), CALIBRATION_DIR, target.parent)
     model = quantize(build_fn(), height, width, paths, owner)
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(target, model)
-    write_text_atomic(target.with_suffix(".json"), json.dumps(
-        {"network": identity, "calibration": [p.relative_to(CALIBRATION_DIR).as_posix() if p.is_relative_to(
-            CALIBRATION_DIR) else str(p) for p in paths]}, indent=1) + "\n")
+    with all_or_nothing():
+        sealed.write_sealed(target, model)
+        write_text_atomic(target.with_suffix(".json"), json.dumps(
+            {"network": identity, "calibration": [p.relative_to(CALIBRATION_DIR).as_posix() if p.is_relative_to(
+                CALIBRATION_DIR) else str(p) for p in paths]}, indent=1) + "\n")
     return target
+
+
+def artifact_damage(target: Path) -> str | None:
+    """Why the int8 model at ``target`` cannot be used, in words; None when it is sound.
+
+    A sealed model is checked against its recorded SHA-256; one quantized before
+    seals were recorded is loaded by TensorFlow Lite, and sealed when it loads.
+    """
+    if sealed.is_sealed(target):
+        return sealed.damage(target)
+    from .tf_import import make_interpreter
+
+    try:
+        make_interpreter(target.read_bytes(), 1)
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or exc}"
+    except (ValueError, RuntimeError) as exc:  # "The model is not a valid Flatbuffer buffer", say
+        return f"TensorFlow Lite cannot load it: {first_line(exc).rstrip('.')}"
+    with contextlib.suppress(OSError):  # a read-only model folder: checked the same way next time
+        sealed.seal(target)
+    return None
 
 
 def module_artifact(module, model_dir, paths: list[Path] | None = None) -> Path:

