@@ -217,7 +217,7 @@ class ReportSettings:
         "sections and their CSV files; docs/data-report.md).")
     skip_heatmaps: bool = setting(
         False, "Skip the heatmaps that report.html lays over its misclassified images and suspected label errors "
-        "(one pass of those images through the network; docs/reports.md).")
+        "(one pass of those images through the network; docs/views.md).")
 
 
 @dataclass(frozen=True)
