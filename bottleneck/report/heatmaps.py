@@ -68,7 +68,7 @@ def gallery_heatmaps(targets: list[Target], module: FeatureModule, layer: Traine
         return Heatmaps(note="No image in the galleries needs a heatmap.", seconds=time.perf_counter() - started)
     network, why_not = cut_network(module)
     if network is None:
-        log.info("No heatmaps on report.html: %s (docs/reports.md#heatmaps).", why_not)
+        log.info("No heatmaps on report.html: %s (docs/views.md#heatmaps).", why_not)
         return Heatmaps(note=f"No heatmaps: {why_not}.", seconds=time.perf_counter() - started)
     heatmaps = Heatmaps(note=f"Grad-CAM on {network.where}, computed in "
                              f"{'float32' if precision.name == 'int8' else precision.name}.")
