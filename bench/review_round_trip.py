@@ -60,8 +60,9 @@ def plant(images: Path, how_many: int, seed: int) -> dict[str, str]:
     for k in range(how_many):
         source = classes[k % len(classes)]
         target = classes[(k + 1) % len(classes)]
+        taken = {Path(place).name for place in planted}  # a planted photo is not planted again, one class on
         name = rng.choice(sorted(p.name for p in (images / source).iterdir()
-                                 if f"{target}/{p.name}" not in planted and not (images / target / p.name).exists()))
+                                 if p.name not in taken and not (images / target / p.name).exists()))
         os.rename(images / source / name, images / target / name)
         planted[f"{target}/{name}"] = source
     return planted
