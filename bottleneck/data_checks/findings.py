@@ -22,7 +22,7 @@ from ..atomic import atomic_path
 from ..data.names import BYTES_SUFFIX, name_bytes, name_cells, name_fields, names_fields, one_line, utf8_text
 from .all_images import AllImages
 from .duplicates import NEAR_MARGIN, NEAR_MIN_SIMILARITY, DuplicatePair, exact_pairs, leaked, near_pairs
-from .label_errors import FOLDS, LabelError, out_of_fold, rank_label_errors
+from .label_errors import FOLDS, LabelError, judged_rows, out_of_fold, rank_label_errors, unjudged_note
 
 log = logging.getLogger("retrain")
 
@@ -61,7 +61,11 @@ def run_checks(images: AllImages, labels: list[str], seed: int = 0, folds: int =
     if len(images.y) and counts.min() >= 2 and len(labels) >= 2:
         used = min(folds, int(counts.min()))
         probabilities = out_of_fold(images, len(labels), used, seed)
-        errors = rank_label_errors(images, probabilities, labels)
+        note = unjudged_note(probabilities)
+        if judged_rows(probabilities).any():
+            errors = rank_label_errors(images, probabilities, labels)
+        else:  # nothing to show: the page and summary give the note instead
+            probabilities = None
     else:
         note = "Too few images per class to look for label errors (at least 2 per class are needed)."
     pairs = exact_pairs(images)
@@ -90,6 +94,8 @@ def log_findings(findings: Findings, shown: int = 10) -> None:
     if findings.label_errors:
         log.info("%d image(s) whose folder label a cross-validated layer disputes (%s in the report).",
                  len(findings.label_errors), LABEL_ERRORS_CSV)
+    if findings.note and findings.folds:  # folds ran, but some images could not be judged
+        log.warning(findings.note)
 
 
 def write_csvs(report_dir: Path, findings: Findings) -> None:
@@ -124,7 +130,8 @@ def summary_of(findings: Findings) -> dict:
     near = [p for p in findings.pairs if p.kind == "near"]
     oof_accuracy = None
     if findings.out_of_fold is not None and len(im.y):
-        oof_accuracy = float((findings.out_of_fold.argmax(axis=1) == im.y).mean())
+        judged = judged_rows(findings.out_of_fold)
+        oof_accuracy = float((findings.out_of_fold[judged].argmax(axis=1) == im.y[judged]).mean())
     return {
         "images": int(len(im.y)),
         "seconds": round(findings.seconds, 3),

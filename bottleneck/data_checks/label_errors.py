@@ -6,6 +6,11 @@ layer that saw it.  Images whose folder label that layer disputes are ranked by
 how much more probable it finds its own answer than the folder label.  Copies
 with the same content always share a fold, or a copy would vouch for itself.
 
+A fold whose other folds hold nothing to train on, or fewer than two classes,
+trains no layer, and an image whose class its fold's layer never saw is not
+judged either (that layer could only dispute it): such images get no
+prediction (NaN rows), are never reported, and ``unjudged_note`` says so.
+
 The new layer here is trained in NumPy as ``training.layer`` trains it
 (class-balanced batches, here Adam), with a fixed number of steps per fold, so
 the cost does not grow with the number of images beyond one prediction per image.
@@ -77,31 +82,53 @@ def fit_layer(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int, steps: 
 
 
 def out_of_fold(images: AllImages, num_classes: int, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
-    """[N, C] probabilities of each image from a layer trained on the other folds."""
+    """[N, C] probabilities of each image from a layer trained on the other folds; NaN rows for images not judged
+    (a fold with nothing to train on or fewer than two classes, or a class the fold's layer never saw)."""
     from threadpoolctl import threadpool_limits
 
     fold = assign_folds(images.y, images.digests, folds, seed)
-    out = np.zeros((len(images.y), num_classes), np.float32)
+    out = np.full((len(images.y), num_classes), np.nan, np.float32)
     with threadpool_limits(limits=1, user_api="blas"):  # tiny products: threads only add waiting
         for k in range(folds):
             held = fold == k
-            if not held.any():
+            trained_classes = np.unique(images.y[~held])
+            if not held.any() or len(trained_classes) < 2:
                 continue
             weights, biases = fit_layer(images.x[~held], images.y[~held], num_classes, seed + k)
-            for start in range(0, int(held.sum()), CHUNK):
-                rows = np.flatnonzero(held)[start:start + CHUNK]
+            judged = np.flatnonzero(held & np.isin(images.y, trained_classes))
+            for start in range(0, len(judged), CHUNK):
+                rows = judged[start:start + CHUNK]
                 out[rows] = softmax(images.x[rows].astype(np.float32) @ weights + biases)
     return out
+
+
+def judged_rows(probabilities: np.ndarray) -> np.ndarray:
+    """Which images out_of_fold judged (the others have NaN rows)."""
+    return ~np.isnan(probabilities).any(axis=1)
+
+
+def unjudged_note(probabilities: np.ndarray) -> str:
+    """A sentence on the images out_of_fold could not judge, or "" when it judged all of them."""
+    judged = judged_rows(probabilities)
+    if judged.all():
+        return ""
+    if not judged.any():
+        return ("No image was judged for label errors: no fold had other folds with images of two classes or "
+                "more to train on (copies of one content always share a fold), so there was nothing to train on.")
+    return (f"{int((~judged).sum())} image(s) were not judged for label errors: their fold had nothing to train on, "
+            "fewer than two classes, or no image of their own class elsewhere (copies of one content always share "
+            "a fold).")
 
 
 def rank_label_errors(images: AllImages, probabilities: np.ndarray, labels: list[str]) -> list[LabelError]:
     """Images whose out-of-fold prediction is not their folder label, most confidently disputed first."""
     n = len(images.y)
-    suggested = probabilities.argmax(axis=1)
+    judged = judged_rows(probabilities)
+    suggested = np.where(judged[:, None], probabilities, 0.0).argmax(axis=1)
     rows = np.arange(n)
     p_label = probabilities[rows, images.y]
     p_suggested = probabilities[rows, suggested]
-    disputed = np.flatnonzero(suggested != images.y)
+    disputed = np.flatnonzero((suggested != images.y) & judged)
     order = disputed[np.argsort(-(p_suggested[disputed] - p_label[disputed]), kind="stable")]
     return [LabelError(images.paths[i], images.sets[i], labels[images.y[i]], labels[suggested[i]],
                        float(p_label[i]), float(p_suggested[i])) for i in order]
