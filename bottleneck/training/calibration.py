@@ -4,6 +4,8 @@ A softmax layer trained to fit its training images is usually over-confident on
 new ones.  Temperature scaling (Guo et al., 2017) divides the logits by one
 number T, fitted on the validation set to minimise its cross-entropy; the
 predicted class never changes, only how sure the scores say the model is.
+None is fitted on fewer than ``MIN_VALIDATION_IMAGES`` validation images or on
+images of fewer than two classes, and the note says why.
 Because softmax((x W + b) / T) equals softmax(x (W / T) + b / T), the
 temperature is baked into every export by scaling the new layer's weights and
 biases: the frozen graph keeps its ``Placeholder`` -> ``final_result`` contract
@@ -101,6 +103,9 @@ def calibrate(enabled: bool, validation_logits: np.ndarray, validation_y: np.nda
     if n < MIN_VALIDATION_IMAGES:
         return Calibration(1.0, False, f"only {n} validation images, fewer than the {MIN_VALIDATION_IMAGES} "
                                        "needed to fit a temperature", n)
+    if len(np.unique(validation_y)) < 2:  # T would only learn how sure to be of that one class, towards its bound
+        return Calibration(1.0, False, f"no temperature fitted: every one of the {n} validation images belongs to "
+                                       "one class, and a temperature needs two classes or more to weigh", n)
     temperature = fit_temperature(validation_logits, validation_y)
     return Calibration(temperature, True, f"temperature {temperature:.3f} fitted on {n} validation images", n)
 
