@@ -17,6 +17,8 @@ from .config.checks import output_locations
 from .config.settings import ExportSettings, RetrainConfig
 from .console.notes import bounded
 from .console.progress import Progress
+from .data.labels_csv import read_labels_csv
+from .data.multi_label import image_splits, split_by_image
 from .data.split import SETS, split_classes
 from .data.walk import ImageClass, list_images
 from .data_checks import findings as data_checks
@@ -32,7 +34,7 @@ from .report.summary import ReportData, write_report
 from .report.views import ViewInputs
 from .review.kept import leave_out_kept
 from .review.record import log_class_changes, write_record
-from .training import calibration, fine_tune_run, numerics
+from .training import calibration, fine_tune_run, multi_label_run, numerics
 from .training.evaluate import check_accuracy_gate, final_test, pick_test_images
 from .training.layer import train_layer
 from .training.tensorboard import Summaries
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from .training.evaluate import FinalTest
     from .training.fine_tune import FineTuneResult
     from .training.layer import TrainedLayer
+    from .training.multi_label_run import MultiLabelTest
 
 log = logging.getLogger("retrain")
 
@@ -92,6 +95,12 @@ class Run:
     scored: Scored | None = None  # evaluate: temperature and calibrated scores
     result: FinalTest | None = None  # evaluate
     findings: Findings | None = None  # data_checks, unless --skip_data_checks
+    targets: dict[str, np.ndarray] = field(default_factory=dict)  # sets, with --multi_label: set -> [rows, labels]
+    multi: MultiLabelTest | None = None  # evaluate, with --multi_label: thresholds and per-label figures
+
+    @property
+    def multi_label(self) -> bool:
+        return self.config.input.multi_label
 
     @contextlib.contextmanager
     def phase(self, name: str):
@@ -134,9 +143,10 @@ def walk_and_split(run: Run) -> None:
     inputs = run.config.input
     run.classes = find_classes(run.config)
     run.labels = [c.label for c in run.classes]
-    run.splits = split_classes(run.classes, inputs.validation_percentage, inputs.testing_percentage, log.warning)
-    log.info("Found %d images in %d classes under %s.", sum(len(c.images) for c in run.classes), len(run.labels),
-             inputs.image_dir)
+    split = split_by_image if run.multi_label else split_classes  # an image with several labels: one set for all
+    run.splits = split(run.classes, inputs.validation_percentage, inputs.testing_percentage, log.warning)
+    log.info("Found %d images in %d classes under %s.", len({im.path for c in run.classes for im in c.images}),
+             len(run.labels), inputs.labels_csv or inputs.image_dir)
 
 
 def load_network(run: Run) -> None:
@@ -159,15 +169,19 @@ def cache_bottlenecks(run: Run, open_caches: contextlib.ExitStack) -> None:
     open_caches.callback(run.cache.close)
     run.images = bottlenecks.ensure(settings, run.module, run.cache, run.classes, run.splits, run.activations,
                                     config.fine_tune.blocks, show_progress=not config.run.quiet)
-    log_class_changes(config.report_dir, run.classes, run.images.digest_of)  # moved by a review, say
+    if not run.multi_label:  # an image of several labels has no one class to change
+        log_class_changes(config.report_dir, run.classes, run.images.digest_of)  # moved by a review, say
 
 
 def assemble_sets(run: Run) -> None:
     """The training, validation and test matrices from the cache, over the images that could be read."""
     config, settings = run.config, run.config.bottlenecks
     run.splits = resplit_readable(run.classes, run.splits, run.images.skipped, config)
-    run.data, run.plain = load_trained_and_plain(run.cache, run.splits, run.images.digest_of,
+    rows = image_splits(run.splits) if run.multi_label else run.splits  # one row per image, not per label
+    run.data, run.plain = load_trained_and_plain(run.cache, rows, run.images.digest_of,
                                                  run.module.bottleneck_size, settings.distortion, settings.copies)
+    if run.multi_label:
+        run.targets = multi_label_run.set_targets(run.data, run.splits)
     run.counts = check_usable(run.splits, run.images.skipped, config.run.strict)
     run.test, run.test_rows = pick_test_images(run.data["testing"], config.training.test_batch_size,
                                                config.training.seed)
@@ -176,7 +190,7 @@ def assemble_sets(run: Run) -> None:
 def train_new_layer(run: Run) -> None:
     """Train the new softmax layer, with progress, TensorBoard summaries and intermediate graphs."""
     config, module, labels, data = run.config, run.module, run.labels, run.data
-    save_intermediate = intermediate_saver(config.export, module, labels)
+    save_intermediate = intermediate_saver(config.export, module, labels, sigmoid=run.multi_label)
     summaries = Summaries(config.report.summaries_dir)
     summaries.settings({k: str(v) for k, v in config.flags().items()})
     steps = config.training.steps
@@ -188,8 +202,12 @@ def train_new_layer(run: Run) -> None:
                 save_intermediate(step, weights, biases)
 
         try:
-            run.layer = train_layer(data["training"], data["validation"], len(labels), config.training, summaries,
-                                    on_step, store_every=config.export.intermediate_store_frequency)
+            if run.multi_label:
+                run.layer = multi_label_run.train(data, run.targets, config.training, summaries, on_step,
+                                                  config.export.intermediate_store_frequency)
+            else:
+                run.layer = train_layer(data["training"], data["validation"], len(labels), config.training,
+                                        summaries, on_step, store_every=config.export.intermediate_store_frequency)
         finally:
             summaries.close()
 
@@ -205,6 +223,12 @@ def fine_tune_top_blocks(run: Run) -> None:
 def evaluate(run: Run) -> None:
     """Calibrate the scores on the validation set, then measure the final test accuracy."""
     config = run.config
+    if run.multi_label:  # thresholds per label instead of a temperature
+        run.scored, run.result, run.multi = multi_label_run.evaluate(
+            run.layer, run.test, run.targets["testing"][run.test_rows], run.data["validation"],
+            run.targets["validation"], run.labels, config.input.testing_percentage,
+            config.report.print_misclassified_test_images)
+        return
     if run.tuned is None:  # fine-tuning measured its own network's logits
         run.logits = tuple(numerics.layer_logits(run.layer, s.x) for s in (run.test, run.data["validation"]))
     test_logits, validation_logits = run.logits
@@ -217,23 +241,29 @@ def evaluate(run: Run) -> None:
 
 def check_data(run: Run) -> None:
     """Suspected label errors, duplicates and leakage, over every image as it is."""
+    if run.multi_label:
+        log.info("Data checks skipped: suspected label errors and duplicates are looked for in single-label runs "
+                 "only, not with --multi_label.")
+        return
     run.findings = data_checks.check_run(run.plain, run.images.digest_of, run.labels, run.config.training.seed,
                                          run.config.run.strict)
-    run.findings = leave_out_kept(run.findings, run.config.input.image_dir)  # a review's "keep as labelled"
+    inputs = run.config.input
+    run.findings = leave_out_kept(run.findings, inputs.image_dir or inputs.labels_csv.parent)  # a review's "keep"
 
 
 def export(run: Run) -> None:
     run.layer = calibration.scaled_layer(run.layer, run.scored.calibration.temperature)  # softmax(logits / T)
     export_all(run.config.export, run.module, run.layer, run.labels,
-               [im.path for sp in run.splits for im in sp.training])
+               [im.path for sp in run.splits for im in sp.training], run.multi.thresholds if run.multi else None)
 
 
 def report(run: Run) -> RunResult:
     run.timings["total"] = time.perf_counter() - run.started
     tuned, validation = run.tuned, run.data["validation"]
-    write_record(run.config.report_dir, run.config.input.image_dir, run.labels, run.splits, run.images.digest_of,
-                 [Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
-                  Predictions(validation.names, validation.y, run.scored.validation_probabilities)])
+    if not run.config.input.labels_csv:  # the review moves images between class folders; a CSV's labels are its own
+        write_record(run.config.report_dir, run.config.input.image_dir, run.labels, run.splits, run.images.digest_of,
+                     [Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
+                      Predictions(validation.names, validation.y, run.scored.validation_probabilities)])
     summary = write_report(run.config.report_dir, ReportData(
         labels=run.labels, history=run.layer.history, test_true=run.result.true,
         test_predicted=run.result.predicted, test_names=run.result.names, counts=run.counts,
@@ -244,12 +274,15 @@ def report(run: Run) -> RunResult:
         page=PageData(Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
                       Predictions(validation.names, validation.y, run.scored.validation_probabilities),
                       run.findings),
-        views=ViewInputs(run.module, run.layer, run.plain, run.config.report.summaries_dir,
-                         run.config.bottlenecks.precision, fine_tuned=tuned is not None,
-                         heatmaps=not run.config.report.skip_heatmaps, seed=run.config.training.seed),
+        views=None if run.multi else ViewInputs(run.module, run.layer, run.plain, run.config.report.summaries_dir,
+                                                run.config.bottlenecks.precision, fine_tuned=tuned is not None,
+                                                heatmaps=not run.config.report.skip_heatmaps,
+                                                seed=run.config.training.seed),
+        multi_label=run.multi.summary_fields() if run.multi else None,
     ))
     log.info("Wrote the report to %s", run.config.report_dir)
-    return RunResult(run.labels, run.layer, run.result.accuracy, len(run.result.true), run.counts,
+    return RunResult(run.labels, run.layer, run.result.accuracy, run.multi.test.count if run.multi else
+                     len(run.result.true), run.counts,
                      run.images.skipped, run.result.misclassified, run.timings, summary)
 
 
@@ -257,7 +290,11 @@ def report(run: Run) -> RunResult:
 
 
 def find_classes(config: RetrainConfig) -> list[ImageClass]:
-    listing = list_images(config.input.image_dir, output_locations(config))  # never the run's own outputs
+    inputs = config.input
+    if inputs.labels_csv:
+        listing = read_labels_csv(inputs.labels_csv, inputs.image_dir, inputs.multi_label, config.run.strict)
+    else:
+        listing = list_images(inputs.image_dir, output_locations(config))  # never the run's own outputs
     for warning in bounded(listing.warnings, "warnings about the class folders"):
         log.warning(warning)
     if listing.outputs_summary():
@@ -274,7 +311,8 @@ def resplit_readable(classes: list[ImageClass], splits, skipped, config: Retrain
     skipped_paths = {s.path for s in skipped}
     readable = [ImageClass(c.label, c.folder, [im for im in c.images if im.path not in skipped_paths])
                 for c in classes]
-    return split_classes(readable, config.input.validation_percentage, config.input.testing_percentage, log.warning)
+    split = split_by_image if config.input.multi_label else split_classes
+    return split(readable, config.input.validation_percentage, config.input.testing_percentage, log.warning)
 
 
 def check_usable(splits, skipped, strict: bool) -> dict[str, dict[str, int]]:

@@ -108,6 +108,11 @@ def retrain_main(argv) -> int:
 
     def body():
         config = config_from_args(args)
+        if config.export.tfjs_output:  # the converter lives in its own environment: find it before any work
+            from ..export.tfjs import check_tfjs_dir, converter_path
+
+            check_tfjs_dir(config.export.tfjs_output)
+            converter_path()
         from ..pipeline import retrain
         from ..report.console import human_summary
 

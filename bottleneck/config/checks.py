@@ -44,6 +44,7 @@ from .settings import (
     POSITIVE_OR_WHOLE_SET,
     SCORE,
     settings_fields,
+    thresholds_path,
 )
 
 # What each declared range accepts, and the sentence that refuses any other value unless the setting names its own.
@@ -100,7 +101,7 @@ def check_ranges(config) -> None:
 
 
 def check_image_dir(config) -> None:
-    if config.input.image_dir is None or not str(config.input.image_dir):
+    if config.input.labels_csv is None and (config.input.image_dir is None or not str(config.input.image_dir)):
         raise UserError("--image_dir is required: point it at a folder with one sub-folder of images per class.")
 
 
@@ -116,6 +117,10 @@ def check_rules(config) -> None:
         raise UserError("--bottleneck_layer chooses a block of the built-in --tfhub_module inception_v3 only.")
     if tuning.enabled:
         check_fine_tune(config)
+    if inputs.multi_label and not inputs.labels_csv:
+        raise UserError("--multi_label needs --labels_csv, the CSV file that gives each image its labels.")
+    if inputs.multi_label and tuning.enabled:
+        raise UserError("--fine_tune trains single-label runs only; leave out --fine_tune or --multi_label.")
     if config.export.tflite_quantize != "none" and config.export.tflite_output is None:
         raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")
 
@@ -178,6 +183,10 @@ def output_files(config) -> dict[str, Path]:
     }
     if export.tflite_output:
         files["--tflite_output"] = export.tflite_output
+    if export.onnx_output:
+        files["--onnx_output"] = export.onnx_output
+    if config.input.multi_label:  # the thresholds file goes beside the labels
+        files["--output_labels (its thresholds)"] = thresholds_path(export.output_labels)
     return files
 
 
@@ -191,6 +200,8 @@ def output_folders(config) -> dict[str, Path]:
     }
     if export.saved_model_dir:
         folders["--saved_model_dir"] = export.saved_model_dir
+    if export.tfjs_output:
+        folders["--tfjs_output"] = export.tfjs_output
     if export.intermediate_store_frequency:
         folders["--intermediate_output_graphs_dir"] = export.intermediate_output_graphs_dir
     return folders
@@ -236,11 +247,13 @@ def check_outputs(config) -> None:
         clash = seen.get(where[flag])
         if clash:
             raise UserError(f"{clash} and {flag} name the same path '{folder}'; give each output its own path.")
-    if "--saved_model_dir" in folders:  # replaced whole: nothing else may live inside it
-        inside = _absolute(export.saved_model_dir)
+    for whole in ("--saved_model_dir", "--tfjs_output"):  # replaced whole: nothing else may live inside them
+        if whole not in folders:
+            continue
+        inside = _absolute(folders[whole])
         for flag, path in where.items():
-            if flag != "--saved_model_dir" and (path == inside or path.startswith(inside + os.sep)):
-                raise UserError(f"{flag} '{path}' lies in --saved_model_dir, which is replaced whole by each "
+            if flag != whole and (path == inside or path.startswith(inside + os.sep)):
+                raise UserError(f"{flag} '{path}' lies in {whole}, which is replaced whole by each "
                                 "run; give it a path outside.")
 
     for flag, path in files.items():

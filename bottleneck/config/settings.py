@@ -65,6 +65,13 @@ class InputSettings:
                                         check=PERCENTAGE_BELOW_100)
     validation_percentage: float = setting(10, "What percentage of images to use as a validation set.",
                                            check=PERCENTAGE_BELOW_100)
+    labels_csv: Path | None = setting(
+        None, "A CSV file of images and their labels, instead of class folders: one row per image, its path "
+        "(relative to --image_dir when given, else to the CSV file's folder) and its label (docs/data.md).")
+    multi_label: bool = setting(
+        False, "Each image of --labels_csv may have several labels, separated by '|': per-label sigmoid scores "
+        "trained with binary cross-entropy, and a threshold per label chosen on the validation set and written "
+        "beside --output_labels.")
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,12 @@ class ExportSettings:
         "none", "How the TFLite model is quantized: none (float32), float16 weights, dynamic-range int8 weights, or "
         "int8 weights and activations calibrated on up to 100 training images (int8 input and output).",
         choices=QUANTIZATIONS)
+    onnx_output: Path | None = setting(
+        None, "Also write the whole classifier as an ONNX model to this file (float images [N, H, W, 3] in [0, 1] -> "
+        "scores; the labels in its metadata), checked against the frozen graph with ONNX Runtime (docs/exports.md).")
+    tfjs_output: Path | None = setting(
+        None, "Also write the whole classifier as a TensorFlow.js graph model to this folder (model.json and weight "
+        "files; the labels in its metadata), replaced whole by each run (docs/exports.md).")
     checkpoint_path: Path = setting(Path("/tmp/_retrain_checkpoint"),
                                     "Where to save the trained new layer's checkpoint.")
     intermediate_output_graphs_dir: Path = setting(Path("/tmp/intermediate_graph/"),
@@ -257,6 +270,12 @@ class RetrainConfig:
     def flags(self) -> dict:
         """flag name -> value, as the report and TensorBoard show the settings."""
         return {flag: getattr(getattr(self, group), f.name) for group, f, flag in settings_fields()}
+
+
+def thresholds_path(labels_path) -> Path:
+    """Where a multi-label run writes its thresholds: beside the labels file, ``<labels>_thresholds.json``."""
+    labels_path = Path(labels_path)
+    return labels_path.with_name(labels_path.stem + "_thresholds.json")
 
 
 def settings_fields():

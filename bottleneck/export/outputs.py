@@ -20,12 +20,16 @@ import numpy as np
 
 from ..atomic import FileSwap, all_or_nothing, defer, join, write_bytes_atomic, write_text_atomic
 from ..config.checks import check_saved_model_dir
-from ..config.settings import ExportSettings
+from ..config.settings import ExportSettings, thresholds_path
 from ..errors import EXIT_FAILURE, UserError
 from ..model.modules import FeatureModule
 from ..training.layer import TrainedLayer
+from ..training.multi_label_metrics import Thresholds
 from .classifier import classifier_fn, frozen_graph_def
+from .onnx import write_onnx
+from .tfjs import check_tfjs_dir, write_tfjs
 from .tflite import write_tflite
+from .thresholds import write_thresholds
 
 log = logging.getLogger("retrain")
 
@@ -39,32 +43,48 @@ SAVED_MODEL_OWNS = ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "va
 
 
 def export_all(settings: ExportSettings, module: FeatureModule, layer: TrainedLayer, labels: list[str],
-               training_paths=()) -> None:
-    """Write every output, or none; ``training_paths`` are the images an int8 TFLite model is calibrated on."""
+               training_paths=(), thresholds: Thresholds | None = None) -> None:
+    """Write every output, or none; ``training_paths`` are the images an int8 TFLite model is calibrated on.
+
+    With ``thresholds`` the classifier is a multi-label run's: a sigmoid per label, and the thresholds file beside
+    the labels."""
     if settings.saved_model_dir:  # refuse a folder that is not ours before any output is replaced
         check_saved_model_dir(settings.saved_model_dir)
+    if settings.tfjs_output:
+        check_tfjs_dir(settings.tfjs_output)
+    sigmoid = thresholds is not None
     try:
         with all_or_nothing():
-            write_frozen_graph(settings.output_graph, module, layer.weights, layer.biases, settings.final_tensor_name)
+            graph_def = write_frozen_graph(settings.output_graph, module, layer.weights, layer.biases,
+                                           settings.final_tensor_name, sigmoid)
             log.info("Saved the trained graph to %s", settings.output_graph)
             write_labels(settings.output_labels, labels)
             log.info("Saved the labels to %s", settings.output_labels)
+            if sigmoid:
+                write_thresholds(thresholds_path(settings.output_labels), labels, thresholds)
+                log.info("Saved the thresholds to %s", thresholds_path(settings.output_labels))
             if settings.saved_model_dir:
                 write_saved_model(settings.saved_model_dir, module, layer.weights, layer.biases, labels,
-                                  settings.final_tensor_name)
+                                  settings.final_tensor_name, sigmoid)
                 log.info("Saved the SavedModel to %s", settings.saved_model_dir)
             if settings.tflite_output:
                 size = write_tflite(settings.tflite_output, module, layer.weights, layer.biases, labels,
-                                    settings.tflite_quantize, training_paths, settings.final_tensor_name)
+                                    settings.tflite_quantize, training_paths, settings.final_tensor_name, sigmoid)
                 log.info("Saved the TFLite model (%s, %.1f MB) to %s", settings.tflite_quantize, size / 1e6,
                          settings.tflite_output)
+            if settings.onnx_output:
+                write_onnx(settings.onnx_output, graph_def, module, labels, thresholds, settings.final_tensor_name)
+                log.info("Saved the ONNX model to %s (checked with ONNX Runtime)", settings.onnx_output)
+            if settings.tfjs_output:
+                write_tfjs(settings.tfjs_output, graph_def, module, labels, thresholds, settings.final_tensor_name)
+                log.info("Saved the TensorFlow.js model to %s", settings.tfjs_output)
             write_checkpoint(settings.checkpoint_path, layer.weights, layer.biases)
     except OSError as exc:
         raise UserError(f"Could not write the outputs: {exc.strerror or exc} ({exc.filename}).",
                         exit_code=EXIT_FAILURE) from None
 
 
-def intermediate_saver(settings: ExportSettings, module: FeatureModule, labels: list[str]):
+def intermediate_saver(settings: ExportSettings, module: FeatureModule, labels: list[str], sigmoid: bool = False):
     """A training callback that writes the graph every --intermediate_store_frequency steps, or None."""
     every = settings.intermediate_store_frequency
     if not every:
@@ -74,7 +94,7 @@ def intermediate_saver(settings: ExportSettings, module: FeatureModule, labels: 
         if step > 0 and step % every == 0:
             path = settings.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
             try:
-                write_frozen_graph(path, module, weights.copy(), biases.copy(), settings.final_tensor_name)
+                write_frozen_graph(path, module, weights.copy(), biases.copy(), settings.final_tensor_name, sigmoid)
                 # The labels go beside the intermediate graphs: --output_labels changes only with the final outputs.
                 write_labels(settings.intermediate_output_graphs_dir / INTERMEDIATE_LABELS, labels)
             except OSError as exc:
@@ -99,16 +119,19 @@ def check_final_tensor_name(module: FeatureModule, final_tensor_name: str) -> No
                         "module's graph; choose another name.") from None
 
 
-def write_frozen_graph(path, module, weights, biases, final_tensor_name) -> None:
-    graph_def = frozen_graph_def(module, weights, biases, final_tensor_name)
+def write_frozen_graph(path, module, weights, biases, final_tensor_name, sigmoid: bool = False):
+    """Write the frozen graph atomically; returns its GraphDef (the ONNX and TensorFlow.js exports convert it)."""
+    graph_def = frozen_graph_def(module, weights, biases, final_tensor_name, sigmoid)
     write_bytes_atomic(path, graph_def.SerializeToString())
+    return graph_def
 
 
 def write_labels(path, labels: list[str]) -> None:
     write_text_atomic(path, "".join(f"{label}\n" for label in labels))
 
 
-def write_saved_model(directory, module: FeatureModule, weights, biases, labels: list[str], final_tensor_name) -> None:
+def write_saved_model(directory, module: FeatureModule, weights, biases, labels: list[str], final_tensor_name,
+                      sigmoid: bool = False) -> None:
     """A SavedModel of the whole classifier, with two serving signatures.
 
     ``serving_default`` (TensorFlow Serving's default) takes encoded images:
@@ -123,7 +146,8 @@ def write_saved_model(directory, module: FeatureModule, weights, biases, labels:
       frame; a file that cannot be decoded fails the whole call (InvalidArgumentError).
     ``serving_images`` takes decoded pixels:
       input  ``images``: float32 [N, H, W, 3], RGB in [0, 1], already resized to the module size.
-    Both return ``scores`` (float32 [N, classes], softmax), ``classes`` (int64 [N], index of the
+    Both return ``scores`` (float32 [N, classes], softmax; a sigmoid per label for a
+    multi-label run), ``classes`` (int64 [N], index of the
     best score) and ``labels`` (tf.string [N], that class's label).
 
     The final layer stays two variables (``final_weights``, ``final_biases``).  The
@@ -148,7 +172,7 @@ def write_saved_model(directory, module: FeatureModule, weights, biases, labels:
     model.final_biases = tf.Variable(biases, name="final_biases")
     model.labels_ = tf.constant(labels)
     # One tf.function shared by both signatures: the network is stored once in the SavedModel.
-    classify = tf.function(classifier_fn(module, model.final_weights, model.final_biases, final_tensor_name),
+    classify = tf.function(classifier_fn(module, model.final_weights, model.final_biases, final_tensor_name, sigmoid),
                            autograph=False)
 
     def outputs(images):

@@ -40,13 +40,14 @@ REPRESENTATIVE_IMAGES = 100  # calibration images for int8
 
 
 def convert(module: FeatureModule, weights, biases, labels: list[str], quantize: str = "none",
-            representative_paths=(), final_tensor_name: str = "final_result") -> bytes:
+            representative_paths=(), final_tensor_name: str = "final_result", sigmoid: bool = False) -> bytes:
     """The .tflite bytes of the classifier, labels embedded."""
     import tensorflow as tf
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization '{quantize}'")
-    fn = tf.function(classifier_fn(module, weights, biases, final_tensor_name), autograph=False).get_concrete_function(
+    fn = tf.function(classifier_fn(module, weights, biases, final_tensor_name, sigmoid),
+                     autograph=False).get_concrete_function(
         tf.TensorSpec([None, module.height, module.width, 3], tf.float32, name="images")
     )
     owner = getattr(module.features, "_owner", None)  # a loaded SavedModel: the converter freezes its variables
@@ -74,9 +75,9 @@ def convert(module: FeatureModule, weights, biases, labels: list[str], quantize:
 
 
 def write_tflite(path, module: FeatureModule, weights, biases, labels: list[str], quantize: str = "none",
-                 representative_paths=(), final_tensor_name: str = "final_result") -> int:
+                 representative_paths=(), final_tensor_name: str = "final_result", sigmoid: bool = False) -> int:
     """Convert and write atomically; returns the file's size in bytes."""
-    data = convert(module, weights, biases, labels, quantize, representative_paths, final_tensor_name)
+    data = convert(module, weights, biases, labels, quantize, representative_paths, final_tensor_name, sigmoid)
     write_bytes_atomic(path, data)
     return len(data)
 

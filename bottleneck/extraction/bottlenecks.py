@@ -57,7 +57,11 @@ def ensure(settings: BottleneckSettings, module: FeatureModule, cache: Bottlenec
     the ``tuned_blocks`` top blocks; one forward pass fills both caches.
     """
     import_new_shards(settings, cache)
-    images = [(im, c.folder.name) for c in classes for im in c.images]
+    first_class: dict[Path, tuple[ImageFile, str]] = {}  # each file once: a multi-label image is in several classes
+    for c in classes:
+        for im in c.images:
+            first_class.setdefault(im.path, (im, c.folder.name))
+    images = list(first_class.values())
     digest_of, skipped = hash_images(cache, [im for im, _folder in images])
     readable = [(im, folder, digest_of[im.path]) for im, folder in images if im.path in digest_of]
     warn_cross_class_duplicates(readable)

@@ -14,6 +14,13 @@ def human_summary(summary: dict, worst: int = 3) -> list[str]:
         lines.append(f"Test accuracy: {accuracy['test'] * 100:.1f}% (N={accuracy.get('test_count', 0)})")
     else:
         lines.append("Test accuracy: not measured (no test images).")
+    multi = (summary.get("multi_label") or {}).get("test")
+    if multi and multi.get("count"):
+        shown = {k: "n/a" if v is None else f"{v:.3f}" for k, v in
+                 (("micro", (multi.get("micro") or {}).get("f1")), ("macro", multi.get("macro_f1")),
+                  ("map", multi.get("mean_average_precision")))}
+        lines.append(f"Multi-label test (accuracy: every label right): micro F1 {shown['micro']}, macro F1 "
+                     f"{shown['macro']}, mean average precision {shown['map']}")
     per_class = summary.get("per_class", {})
     scored = [(stats["f1"], label, stats) for label, stats in per_class.items() if stats.get("f1") is not None]
     weak = sorted((s for s in scored if s[0] < 1.0), key=lambda s: (s[0], s[1]))[: max(0, worst)]

@@ -386,6 +386,10 @@ def write_page(report_dir, summary: dict, page: PageData, views: Views | None = 
 
     With ``views``, the galleries' images carry their heatmaps and the page maps the data set.
     """
+    if summary.get("multi_label"):  # no confusion matrix, no data checks: a page of its own
+        from .multi_label_page import write_multi_label_page
+
+        return write_multi_label_page(report_dir, summary)
     report_dir = Path(report_dir)
     labels = list(summary["labels"])
     n = len(labels)

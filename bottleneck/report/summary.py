@@ -84,6 +84,7 @@ class ReportData:
     findings: Findings | None = None  # when the data checks ran
     page: PageData | None = None  # with it, report.html is written too
     views: ViewInputs | None = None  # with it and a page, the page shows heatmaps and a data map
+    multi_label: dict | None = None  # a multi-label run's figures per label (training/multi_label_run.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +256,8 @@ def build_summary(data: ReportData, report_dir: Path | None = None) -> dict:
     if data.findings is not None:
         summary["data_checks"] = summary_of(data.findings)
         summary["files"].update(suspected_label_errors=LABEL_ERRORS_CSV, duplicates=DUPLICATES_CSV)
+    for key, value in (data.multi_label or {}).items():  # per label, over the per-class figures of a softmax
+        summary[key] = {**summary[key], **value} if key == "accuracy" else value
     return _jsonable(summary)
 
 
