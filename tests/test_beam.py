@@ -125,9 +125,9 @@ def test_retrain_imports_the_shards_once_and_computes_only_what_they_lack(beam_r
 
 
 def test_bfloat16_shards_are_keyed_for_bfloat16_runs_only(beam_run, tiny_module, caplog, monkeypatch):
-    from bottleneck.model import precision
+    from bottleneck.model import precision as precision_module
 
-    monkeypatch.setattr(precision, "bfloat16_rewrite_runs", lambda: True)  # as where bfloat16 runs
+    monkeypatch.setattr(precision_module, "bfloat16_rewrite_runs", lambda: True)  # as where bfloat16 runs
     tmp, images, _bottleneck_dir, _bad, args = beam_run
     shard_dir = tmp / "bfloat16-shards"
     bfloat16_args = [a for a in args if not a.startswith("--precision")] + ["--precision=bfloat16"]
