@@ -10,6 +10,7 @@ from ..errors import EXIT_OK, EXIT_USAGE, UserError
 from ..label_image.engine import DEFAULT_LABELS, UNKNOWN, classify_paths, expand_inputs, load_classifier
 from ..label_image.evaluate import print_evaluation, true_labels
 from ..label_image.formats import write_predictions
+from ..label_image.multi_label import classify_with_labels, find_thresholds
 from ..model.precision import DEFAULT_PRECISION, PRECISIONS
 from ..model.tf_import import quiet_tensorflow
 from .guard import run_guarded, setup_logging
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true",
                    help="The images sit in class folders (folder/<class>/...): print accuracy and a confusion "
                         "matrix against the folder names instead of per-image labels.")
+    p.add_argument("--labels_csv", default=None, metavar="FILE",
+                   help="With --evaluate: the true labels of the images from a CSV file as retrain.py --labels_csv "
+                        "reads it (paths relative to the folder given, else to the CSV's folder); no image "
+                        "arguments are needed.")
+    p.add_argument("--thresholds", default=None, metavar="FILE",
+                   help="A multi-label graph's thresholds file (default: <labels>_thresholds.json beside the labels "
+                        "file, which retrain.py --multi_label writes): every label whose score reaches its "
+                        "threshold is printed.")
     p.add_argument("--batch_size", type=int, default=32, help="How many images go through the graph at once.")
     p.add_argument("--threshold", type=float, default=None, metavar="P",
                    help=f"Answer '{UNKNOWN}' for an image whose best score is below P (0 to 1): text prints a "
@@ -66,6 +75,9 @@ def classify_and_print(args) -> int:
     """Classify the images that ``args`` name and print the answers (or the evaluation); returns the exit code."""
     inputs = list(args.image) + list(args.images)
     classifier, labels = load_classifier(args)
+    thresholds = find_thresholds(args, classifier, labels)
+    if thresholds is not None or args.labels_csv:  # several labels per image, or the true labels from a CSV file
+        return classify_with_labels(args, classifier, labels, thresholds, inputs)
     paths = expand_inputs(inputs)
     if not paths:
         raise UserError("No image files found in the given folders.")

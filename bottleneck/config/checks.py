@@ -158,7 +158,7 @@ def check_values(config) -> None:
 
 def check_label_image_flags(args) -> None:
     """label_image.py's flags (its parsed ``args``), checked before the graph or any image is read."""
-    if not (list(args.image) + list(args.images)):
+    if not (list(args.image) + list(args.images) or getattr(args, "labels_csv", None)):
         raise UserError("No image given: pass image files or folders, or --image PATH.")
     for flag in ("top_k", "batch_size"):
         check_range(flag, getattr(args, flag), POSITIVE, "--top_k and --batch_size must be positive.")
