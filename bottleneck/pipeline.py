@@ -277,7 +277,8 @@ def report(run: Run) -> RunResult:
         views=None if run.multi else ViewInputs(run.module, run.layer, run.plain, run.config.report.summaries_dir,
                                                 run.config.bottlenecks.precision, fine_tuned=tuned is not None,
                                                 heatmaps=not run.config.report.skip_heatmaps,
-                                                seed=run.config.training.seed),
+                                                seed=run.config.training.seed,
+                                                cache_dir=run.config.bottlenecks.bottleneck_dir),
         multi_label=run.multi.summary_fields() if run.multi else None,
     ))
     log.info("Wrote the report to %s", run.config.report_dir)

@@ -15,7 +15,7 @@ from PIL import Image
 from bottleneck.cli.retrain import retrain_main
 from bottleneck.data.images import load_for_model
 from bottleneck.data.split import which_set
-from bottleneck.model.heatmaps import cut_network, grad_cam
+from bottleneck.model.heatmaps import cut_network, feature_grids, grad_cam
 from bottleneck.model.modules import load_module
 from bottleneck.model.precision import choose
 
@@ -65,7 +65,7 @@ def corner_share(module, tmp_path) -> np.ndarray:
     weights, biases = fitted_layer(x, y, len(SQUARE_COLOURS))
     network, why_not = cut_network(module)
     assert network is not None, why_not
-    maps = grad_cam(network, images, weights, biases, y[None, :], choose("auto"))[0]
+    maps = grad_cam(network, feature_grids(network, images, choose("auto")), weights, biases, y[None, :])[0]
     assert maps.shape[0] == len(paths) and maps.max() <= 1.0 and maps.min() >= 0.0
     h, w = maps.shape[1:]
     return maps[:, : h // 2, : w // 2].sum(axis=(1, 2)) / maps.sum(axis=(1, 2))
@@ -81,6 +81,29 @@ def test_the_heatmap_lies_on_the_coloured_square_with_the_tiny_module(tiny_modul
 def test_the_heatmap_lies_on_the_coloured_square_with_the_built_in_network(inception_model_dir, tmp_path):
     share = corner_share(load_module("inception_v3", inception_model_dir), tmp_path)
     assert share.mean() > 0.6 and share.min() > 0.4, share
+
+
+def test_a_re_run_makes_the_heatmaps_from_the_kept_grids_without_the_network(tiny_module, tmp_path, monkeypatch):
+    from bottleneck.model import heatmaps as model_heatmaps
+    from bottleneck.report import heatmaps
+    from bottleneck.training.layer import TrainedLayer
+
+    module = load_module(str(tiny_module), None)
+    paths, y = square_in_corner(tmp_path / "squares", per_class=3)
+    layer = TrainedLayer(np.random.default_rng(0).normal(size=(24, 3)).astype(np.float32), np.zeros(3, np.float32))
+    targets = [heatmaps.Target(str(p), int(c), int((c + 1) % 3)) for p, c in zip(paths, y)]
+    first = heatmaps.gallery_heatmaps(targets, module, layer, choose("float32"), tmp_path / "cache")
+    assert len(first.maps) == len(targets) and (tmp_path / "cache" / heatmaps.GRIDS_FILE).is_file()
+    monkeypatch.setattr(model_heatmaps, "feature_grids", lambda *a: pytest.fail("the network ran again"))
+    monkeypatch.setattr(heatmaps, "feature_grids", lambda *a: pytest.fail("the network ran again"))
+    again = heatmaps.gallery_heatmaps(targets, module, layer, choose("float32"), tmp_path / "cache")
+    assert again.maps.keys() == first.maps.keys()
+    assert all(np.array_equal(a, b) for t in targets for a, b in zip(again.maps[t], first.maps[t]))
+    # A file that changed is the network's again.
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(paths[0])
+    monkeypatch.undo()
+    changed = heatmaps.gallery_heatmaps(targets, module, layer, choose("float32"), tmp_path / "cache")
+    assert not np.array_equal(changed.maps[targets[0]][0], first.maps[targets[0]][0])
 
 
 def test_a_module_without_a_feature_map_says_why_it_has_no_heatmaps(tmp_path):

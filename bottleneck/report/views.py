@@ -36,6 +36,7 @@ class ViewInputs:
     fine_tuned: bool = False  # then the layer reads the tuned network's bottlenecks, not the cached ones
     heatmaps: bool = True  # False with --skip_heatmaps
     seed: int | None = None
+    cache_dir: Path | None = None  # --bottleneck_dir, where the heatmaps' grids are kept for the next run
 
 
 @dataclass
@@ -63,7 +64,7 @@ def build_views(inputs: ViewInputs, page: PageData, labels: list[str], report_di
     started = time.perf_counter()
     if inputs.heatmaps:
         heatmaps = gallery_heatmaps(gallery_targets(page, labels), inputs.module, inputs.layer,
-                                    choose(inputs.precision))
+                                    choose(inputs.precision), inputs.cache_dir)
     else:
         heatmaps = skipped()
     timings["heatmaps"] = time.perf_counter() - started
