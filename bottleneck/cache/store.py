@@ -31,6 +31,9 @@ from ..errors import EXIT_FAILURE, EXIT_USAGE, UserError
 
 DB_NAME = "bottlenecks.sqlite3"
 PLAIN = ""  # the variant of an undistorted image
+# Imported vectors within this share of the held one's largest value are the same vector: the network's float
+# rounding differs with batch size and threads, a different image or network differs by far more.
+SAME_VECTOR_TOLERANCE = 1e-3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vectors (
     module TEXT NOT NULL, digest TEXT NOT NULL, variant TEXT NOT NULL,
@@ -54,6 +57,7 @@ _TABLES = {
 # SQLite's primary result codes (the low byte of an extended code).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
+_IMPORT_CHUNK = 500  # imported vectors looked up and stored at a time (SQLite allows 32,766 parameters)
 
 
 def _code(exc: sqlite3.Error) -> int | None:
@@ -156,6 +160,18 @@ class Entry:
 def is_sound(vector: np.ndarray, dim: int) -> bool:
     """A vector fit to store: ``dim`` values, every one finite."""
     return vector.shape == (dim,) and bool(np.all(np.isfinite(vector)))
+
+
+def unsound_reason(vector: np.ndarray, dim: int) -> str:
+    """Why ``vector`` is not fit to store (``is_sound`` is false): its shape, or values that are not numbers."""
+    if vector.shape != (dim,):
+        return f"shape {vector.shape} where {dim} values belong"
+    return f"{int(np.sum(~np.isfinite(vector)))} of its values are NaN or infinite"
+
+
+def same_vector(held: np.ndarray, other: np.ndarray) -> bool:
+    """Two vectors of one image, equal but for float rounding (another batch size or thread count)."""
+    return bool(np.max(np.abs(held - other)) <= SAME_VECTOR_TOLERANCE * max(1.0, float(np.max(np.abs(held)))))
 
 
 def encode_vector(vector: np.ndarray, dtype: str = "<f4") -> tuple[int, int, bytes]:
@@ -317,7 +333,7 @@ class BottleneckCache:
     def _row(self, what, digest: str, variant: str, vector: np.ndarray) -> tuple:
         """The table row of one vector; ValueError (naming ``what``) for a vector this cache must not hold."""
         if not is_sound(vector, self.dim):
-            raise ValueError(f"bad bottleneck for {what}: shape {vector.shape}")
+            raise ValueError(f"bad bottleneck for {what}: {unsound_reason(vector, self.dim)}")
         return (self.module, digest, variant, *encode_vector(vector, self.dtype))
 
     def stored_digests(self) -> set[str]:
@@ -330,27 +346,58 @@ class BottleneckCache:
         rows = self._db.execute("SELECT name, size FROM imported_shards WHERE module = ?", (self.module,))
         return dict(rows)
 
-    def import_shards(self, vectors, shards: list[tuple[str, int]]) -> int:
-        """Store an iterable of (digest, vector) and record ``shards`` as imported, in ONE transaction.
+    def import_shards(self, vectors, shards: list[tuple[str, int]]) -> tuple[int, list[tuple[str, str]]]:
+        """Store an iterable of (digest, vector, source) and record ``shards`` as imported, in ONE transaction.
 
-        The vectors are streamed into the database, so the import needs no memory for them; a bad
-        vector or a failed read rolls everything back, leaving the cache as it was.  Returns how many
-        vectors were stored (a key stored twice is replaced, so a repeated import changes nothing).
+        The vectors are streamed into the database a chunk at a time, so the import needs little memory; a
+        bad vector or a failed read rolls everything back, leaving the cache as it was.  A vector the cache
+        already holds is never replaced: an equal one (``same_vector``) changes nothing, and a different one
+        is not stored but returned as a conflict, (digest, source), so that the caller says so.  Of two
+        imported vectors for one digest the first stays, the same way.  Returns (vectors stored, conflicts).
         """
-        count = 0
+        count, conflicts = 0, []
 
-        def rows():
+        def store(chunk):
             nonlocal count
-            for digest, vector in vectors:
+            held = self._held_vectors([digest for digest, _vector, _source in chunk])
+            rows = []
+            for digest, vector, source in chunk:
                 row = self._row(digest, digest, PLAIN, vector)
-                count += 1
-                yield row
+                if digest in held:
+                    if not same_vector(held[digest], vector):
+                        conflicts.append((digest, source))
+                    continue
+                held[digest] = vector
+                rows.append(row)
+            self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows)
+            count += len(rows)
 
         with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows())
+            chunk = []
+            for item in vectors:
+                chunk.append(item)
+                if len(chunk) == _IMPORT_CHUNK:
+                    store(chunk)
+                    chunk = []
+            store(chunk)
             self._db.executemany("INSERT OR REPLACE INTO imported_shards VALUES (?, ?, ?)",
                                  [(self.module, name, size) for name, size in shards])
-        return count
+        return count, conflicts
+
+    def _held_vectors(self, digests: list[str]) -> dict[str, np.ndarray]:
+        """The sound plain vectors the cache holds for ``digests`` (a damaged entry may be replaced)."""
+        held = {}
+        unique = sorted(set(digests))
+        for start in range(0, len(unique), _IMPORT_CHUNK):
+            part = unique[start:start + _IMPORT_CHUNK]
+            rows = self._db.execute(
+                f"SELECT digest, dim, crc, data FROM vectors WHERE module = ? AND variant = ? AND digest IN "
+                f"({', '.join('?' * len(part))})", (self.module, PLAIN, *part))
+            for digest, dim, crc, data in rows:
+                vector = decode_vector(dim, crc, data, self.dim, self.dtype)
+                if vector is not None:
+                    held[digest] = vector
+        return held
 
     def matrix(self, entries: list[Entry], dtype=np.float32) -> np.ndarray:
         """Vectors for ``entries`` as one [len(entries), dim] array, read in a single pass."""
