@@ -3,7 +3,8 @@
 Step by step, each a function below:
 
 0. ``import_new_shards``: vectors computed elsewhere by the Beam pipeline
-   (``beam_bottlenecks.py``) come into the cache first.
+   (``beam_bottlenecks.py``) come into the cache first; an image whose
+   content the pipeline found undecodable is skipped, not tried again.
 1. ``hash_images``: the content digest of every image; a file that cannot be
    read is skipped.  The cache is keyed by content, so a renamed or copied
    photo is never computed twice.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cache.classic import import_classic_text
-from ..cache.shards import default_folder, import_shards
+from ..cache.shards import default_folder, import_shards, undecodable
 from ..cache.store import BottleneckCache, Entry
 from ..config.settings import BottleneckSettings
 from ..console.notes import bounded
@@ -57,6 +58,7 @@ def ensure(settings: BottleneckSettings, module: FeatureModule, cache: Bottlenec
     the ``tuned_blocks`` top blocks; one forward pass fills both caches.
     """
     import_new_shards(settings, cache)
+    found_undecodable = undecodable(shard_folder(settings))  # by the Beam pipeline
     first_class: dict[Path, tuple[ImageFile, str]] = {}  # each file once: a multi-label image is in several classes
     for c in classes:
         for im in c.images:
@@ -73,10 +75,17 @@ def ensure(settings: BottleneckSettings, module: FeatureModule, cache: Bottlenec
     missing = {d: place for d, place in first_of.items() if Entry(d) not in present}
     imported = import_classic_files(settings.bottleneck_dir, module, cache, missing) if missing else 0
     stores = [cache] if activations is None else [cache, activations]
-    jobs = [Job(e, first_of[e.digest][0].path) for e in absent_from(stores, [Entry(d) for d in first_of])]
+    absent = absent_from(stores, [Entry(d) for d in first_of])
+    passed_over = {e.digest for e in absent if e.digest in found_undecodable}
+    jobs = [Job(e, first_of[e.digest][0].path) for e in absent if e.digest not in passed_over]
     log.info("%d bottlenecks cached, %d imported, %d to compute.", len(first_of) - len(missing), imported, len(jobs))
+    if passed_over:
+        skipped += [Skipped(im.path, found_undecodable[d]) for im, _folder, d in readable if d in passed_over]
+        log.info("%d image(s) that the Beam pipeline could not decode are skipped without being tried again.",
+                 len(passed_over))
     if settings.distortion.active:
-        jobs += distorted_copy_jobs(settings, stores, splits, digest_of)
+        jobs += distorted_copy_jobs(settings, stores, splits,
+                                    {path: d for path, d in digest_of.items() if d not in passed_over})
     if jobs:
         skipped += compute(settings, module, stores, jobs, tuned_blocks, show_progress, readable)
     lines = [f"Skipping {one_line(s.path)}: {s.reason}" for s in skipped]
@@ -104,10 +113,15 @@ def warn_cross_class_duplicates(readable: list[tuple[ImageFile, str, str]]) -> N
         log.warning(line)
 
 
+def shard_folder(settings: BottleneckSettings):
+    """Where the Beam pipeline's shards and skipped records are: --bottleneck_shards, or the cache's own folder."""
+    return settings.bottleneck_shards or default_folder(settings.bottleneck_dir)
+
+
 def import_new_shards(settings: BottleneckSettings, cache: BottleneckCache) -> int:
     """Take in the bottleneck shards that a Beam pipeline wrote and this cache has not imported yet."""
-    folder = settings.bottleneck_shards or default_folder(settings.bottleneck_dir)
-    return import_shards(cache, folder, log.info, required=settings.bottleneck_shards is not None)
+    return import_shards(cache, shard_folder(settings), log.info, required=settings.bottleneck_shards is not None,
+                         warn=log.warning)
 
 
 def import_classic_files(bottleneck_dir: Path, module: FeatureModule, cache: BottleneckCache,

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache.shards import SHARD_PATTERN, SKIPPED_PATTERN, shard_digests
+from ..cache.shards import SHARD_PATTERN, SKIPPED_PATTERN, UNDECODABLE_DIGEST, shard_digests
 from ..cache.store import DB_NAME, BottleneckCache
-from ..data.decoding import AUTO, FileDecoder, FileTask
+from ..data.decoding import AUTO, CHANGED_WHILE_READ, FileDecoder, FileTask
 from ..data.digest import stream_digest
 from ..data.images import BadImage, is_candidate, load_for_model
 from ..data.names import name_fields
@@ -166,7 +166,7 @@ def _dofns():
                 with open_binary(os.fsdecode(name)) as f:
                     digest = stream_digest(f)
             except Exception as exc:  # a vanished, unreadable or unreachable file
-                yield beam.pvalue.TaggedOutput("skipped", (name, _read_error(exc)))
+                yield beam.pvalue.TaggedOutput("skipped", (name, _read_error(exc), None))
                 return
             yield digest, name
 
@@ -197,14 +197,14 @@ def _dofns():
             try:
                 pixels = load_for_model(read_bytes(os.fsdecode(paths[0])), self.height, self.width)
             except BadImage as exc:
-                reason = str(exc)
+                reason, content = str(exc), digest  # the content itself cannot be decoded
             except Exception as exc:
-                reason = _read_error(exc)
+                reason, content = _read_error(exc), None
             else:
                 yield digest, pixels
                 return
             for path in paths:  # every file with this content is skipped, as the local tool does
-                yield beam.pvalue.TaggedOutput("skipped", (path, reason))
+                yield beam.pvalue.TaggedOutput("skipped", (path, reason, content))
 
     class DecodeList(beam.DoFn):
         """A list of (digest, paths) -> (digest, pixels) for each, decoded by this machine's worker processes
@@ -219,8 +219,9 @@ def _dofns():
             for (digest, paths), outcome in zip(elements, decode_list(decoder, self.height, self.width, self.workers,
                                                                       tasks)):
                 if isinstance(outcome, str):
+                    content = None if outcome == CHANGED_WHILE_READ else digest  # a changed file is tried again
                     for path in paths:
-                        yield beam.pvalue.TaggedOutput("skipped", (path, outcome))
+                        yield beam.pvalue.TaggedOutput("skipped", (path, outcome, content))
                 else:
                     yield digest, outcome
 
@@ -228,9 +229,13 @@ def _dofns():
 
 
 def _skipped_line(item) -> str:
-    """One skipped image as a JSON line, named by data/names.py's rule."""
-    name, reason = item
-    return json.dumps({**name_fields(os.fsdecode(name)), "reason": reason}, ensure_ascii=False)
+    """One skipped image as a JSON line, named by data/names.py's rule; with the digest of its content where the
+    content itself cannot be decoded, so that retrain.py skips that content instead of trying it again."""
+    name, reason, digest = item
+    record = {**name_fields(os.fsdecode(name)), "reason": reason}
+    if digest is not None:
+        record[UNDECODABLE_DIGEST] = digest
+    return json.dumps(record, ensure_ascii=False)
 
 
 # ----------------------------------------------------------------- the pipeline
@@ -343,8 +348,8 @@ def _cached_digests(bottleneck_dir, module) -> set[str]:
 
 
 def read_skipped(output_dir) -> list[dict]:
-    """Every skipped-image record in ``output_dir``: {"path", "reason"} per image, and "path_bytes" for a name
-    that is not UTF-8 (data/names.py)."""
+    """Every skipped-image record in ``output_dir``: {"path", "reason"} per image, "path_bytes" for a name
+    that is not UTF-8 (data/names.py), and "undecodable_digest" where the content cannot be decoded."""
     records = []
     for path, _size in list_files(output_dir, SKIPPED_PATTERN):
         records += [json.loads(line) for line in read_bytes(path).decode("utf-8").splitlines() if line.strip()]
