@@ -13,6 +13,7 @@ from ..config.checks import check_range
 from ..config.settings import POSITIVE, BottleneckSettings
 from ..errors import EXIT_OK
 from ..model.tf_import import quiet_tensorflow
+from .beam_options import check_pipeline_options
 from .guard import run_guarded, setup_logging
 from .review import relabel_main, review_main
 
@@ -59,6 +60,9 @@ def beam_bottlenecks_main(argv) -> int:
         from ..model.modules import load_module
         from ..model.precision import network_precision
         from ..scale_out.beam_bottlenecks import create_bottlenecks
+
+        check_pipeline_options(beam_args, [opt for action in p._actions for opt in action.option_strings],
+                               "beam-bottlenecks")
 
         check_range("extraction_batch_size", args.extraction_batch_size, POSITIVE,
                     "--{flag} must be a positive number.")

@@ -106,6 +106,12 @@ def label_image_main(argv) -> int:
     quiet_tensorflow("WARN")
     if args.beam_output:
         from ..scale_out.beam_classify import classify_to_shards
+        from .beam_options import check_pipeline_options
 
-        return run_guarded("label_image.py", lambda: classify_to_shards(args))
+        def beam_body():
+            check_pipeline_options(beam_args, [opt for action in parser._actions for opt in action.option_strings],
+                                   "label_image.py")
+            return classify_to_shards(args)
+
+        return run_guarded("label_image.py", beam_body)
     return run_guarded("label_image.py", lambda: classify_and_print(args))

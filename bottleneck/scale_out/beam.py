@@ -5,7 +5,8 @@ process, on every core, with no server and no network.  The runner is named
 explicitly because recent Beam releases otherwise first try to download their
 Prism runner binary, which fails offline.  Any standard Beam option
 (``--runner DataflowRunner``, ``FlinkRunner``, ``SparkRunner``, ``--project``,
-``--temp_location``, ...) is passed through untouched.
+``--temp_location``, ...) is passed through untouched, once the commands have
+made sure that Beam knows it (cli/beam_options.py).
 
 Files are read and written through data/storage.py, so every path may be a
 local path or a ``gs://``, ``s3://`` or ``hdfs://`` URL where Beam's extras
