@@ -1,11 +1,23 @@
-"""The guarded run that every command shares: logging, SIGTERM as Ctrl-C, errors to one sentence and an exit code."""
+"""The guarded run that every command shares: logging, SIGTERM as Ctrl-C, errors to one sentence and an exit code,
+and one temporary folder per run.
+
+Libraries leave temporary files behind (Beam's empty ``beam-temp*`` and
+``beam-pipeline-temp*`` folders, TensorFlow's ``__autograph_generated_file*.py``
+from each SavedModel or TFLite export), so a nightly job would slowly fill the
+temporary folder.  Each command therefore runs with ``tempfile.tempdir`` and
+``TMPDIR`` (which worker processes inherit) pointing at a folder of its own,
+``retrain-run-*`` in the usual temporary folder, removed with everything in it
+when the command ends: done, failed, Ctrl-C or SIGTERM.  Only SIGKILL leaves it.
+"""
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 from ..errors import EXIT_FAILURE, Terminated, UserError
@@ -43,10 +55,32 @@ def sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_guarded(prog: str, body) -> int:
-    """Run ``body()``; a UserError becomes one sentence on stderr and its exit code."""
+@contextlib.contextmanager
+def run_temp_folder():
+    """Point ``tempfile`` and ``TMPDIR`` at a new folder for the block, and remove the folder after it."""
+    before, environment = tempfile.tempdir, os.environ.get("TMPDIR")
     try:
-        with sigterm_unwinds():
+        folder = tempfile.mkdtemp(prefix="retrain-run-")
+    except OSError:  # the temporary folder refuses new folders: a library will say so if it needs one
+        yield None
+        return
+    tempfile.tempdir = os.environ["TMPDIR"] = folder
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = before
+        if environment is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = environment
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_guarded(prog: str, body) -> int:
+    """Run ``body()`` in a temporary folder of its own; a UserError becomes one sentence on stderr and its exit
+    code."""
+    try:
+        with sigterm_unwinds(), run_temp_folder():
             return body()
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
