@@ -287,3 +287,20 @@ def test_a_module_without_a_feature_map_runs_and_says_so_in_the_log_and_on_the_p
     assert len(lines) == 1 and "feature_map" in lines[0]
     page = (tmp_path / "out" / "graph_report" / "report.html").read_text()
     assert 'data-heat-size="' not in page and "No heatmaps: the module" in page
+
+
+def test_a_re_run_reuses_the_thumbnails_of_unchanged_images(tmp_path, monkeypatch):
+    from bottleneck.report import sprite
+
+    paths = [str(write_photo(tmp_path / "images" / f"{i}.jpg", (200, 40, 40), seed=i)) for i in range(5)]
+    first = sprite.tiles(paths, cache_dir=tmp_path / "cache")
+    assert first.shape == (5, sprite.TILE, sprite.TILE, 3)
+    made = []
+    real = sprite._tile
+    monkeypatch.setattr(sprite, "_tile", lambda path, size: made.append(path) or real(path, size))
+    np.testing.assert_array_equal(sprite.tiles(paths, cache_dir=tmp_path / "cache"), first)
+    assert made == []
+    write_photo(Path(paths[2]), (40, 40, 200), seed=99)  # changed: decoded again, the others kept
+    again = sprite.tiles(paths[1:], cache_dir=tmp_path / "cache")
+    assert made == [paths[2]] and not np.array_equal(again[1], first[2])
+    np.testing.assert_array_equal(again[0], first[1])

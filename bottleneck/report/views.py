@@ -36,7 +36,7 @@ class ViewInputs:
     fine_tuned: bool = False  # then the layer reads the tuned network's bottlenecks, not the cached ones
     heatmaps: bool = True  # False with --skip_heatmaps
     seed: int | None = None
-    cache_dir: Path | None = None  # --bottleneck_dir, where the heatmaps' grids are kept for the next run
+    cache_dir: Path | None = None  # --bottleneck_dir, where the heatmaps' grids and the thumbnails are kept
 
 
 @dataclass
@@ -76,7 +76,7 @@ def build_views(inputs: ViewInputs, page: PageData, labels: list[str], report_di
     if not total:
         return Views(heatmaps, None, np.zeros((0, 0, 0, 3), np.uint8), None, timings)
     started = time.perf_counter()
-    squares = tiles(shown.paths)
+    squares = tiles(shown.paths, cache_dir=inputs.cache_dir)
     timings["thumbnails"] = time.perf_counter() - started
 
     mapped = min(len(shown), MAP_LIMIT)
