@@ -4,14 +4,16 @@
         [--bottleneck_dir DIR] [--json bench/results/report-views-$(.venv/bin/python -m bench.machine).json]
 
 One untimed run fills the bottleneck cache (``--bottleneck_dir``: a cache
-already filled for these images, which spares that cold run); then ``--runs`` times, each in a
-fresh process as a nightly job starts it, two warm runs (every bottleneck
-cached, nothing new):
+already filled for these images, which spares that cold run); then ``--runs``
+times, each in a fresh process as a nightly job starts it, two warm runs
+(every bottleneck cached, nothing new):
 
-1. ``warm``: as a re-run over the same images finds it, with the data map's
-   points kept from the run before;
-2. ``warm, map placed anew``: the kept points removed first, as after any
-   change to the images, so t-SNE runs again.
+1. ``warm``: as a re-run over the same images finds it, with what the views
+   keep from the run before (the map's points in the report folder, the
+   heatmaps' grids and the thumbnails in the cache folder);
+2. ``warm, nothing kept``: those three files removed first, as after a change
+   to every image: the network runs for the heatmaps, every thumbnail is
+   decoded and t-SNE places the map again.
 
 Each run's views are timed inside it (summary.json's ``report_heatmaps``,
 ``report_thumbnails``, ``report_data_map``, ``report_projector``); their sum is
@@ -34,7 +36,9 @@ from bench.machine import DEFAULT_IMAGE_DIR, command, commit_of, machine, scratc
 
 REPO = Path(__file__).resolve().parent.parent
 VIEWS = ("report_heatmaps", "report_thumbnails", "report_data_map", "report_projector")
-MAP_FILE = "data_map.npz"  # bottleneck/report/data_map.py's MAP_FILE
+# What the views keep for the next run: report/data_map.py's MAP_FILE in the report folder, and
+# report/heatmaps.py's GRIDS_FILE and report/sprite.py's TILES_FILE in the cache folder.
+KEPT_IN_REPORT, KEPT_IN_CACHE = ("data_map.npz",), ("heatmap_grids.npz", "thumbnail_tiles.npz")
 
 
 def run(args: list[str]) -> float:
@@ -57,15 +61,17 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="report-views-") as scratch:
         flags = [f"--image_dir={args.image_dir}", *scratch_outputs(scratch)]
+        cache = Path(args.bottleneck_dir or Path(scratch) / "bottlenecks")
         if args.bottleneck_dir:
             flags.append(f"--bottleneck_dir={args.bottleneck_dir}")  # the last one given wins
         report = Path(scratch) / "graph_report"
         run(flags)  # fills the cache, untimed
-        rows = {"warm": [], "warm, map placed anew": []}
+        rows = {"warm": [], "warm, nothing kept": []}
         for i in range(args.runs):
             for kind, row in rows.items():
                 if kind != "warm":
-                    (report / MAP_FILE).unlink(missing_ok=True)
+                    for kept in [report / name for name in KEPT_IN_REPORT] + [cache / name for name in KEPT_IN_CACHE]:
+                        kept.unlink(missing_ok=True)
                 wall = run(flags)
                 summary = json.loads((report / "summary.json").read_text())
                 timings = {k: summary["timings_s"].get(k) or 0.0 for k in VIEWS}
