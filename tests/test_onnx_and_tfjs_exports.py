@@ -179,3 +179,14 @@ def test_inception_exports_agree_with_the_frozen_graph_on_real_photos(tmp_path, 
     scores, metadata = tfjs_scores(browser, out / "web", images[:3])
     assert np.abs(scores - frozen[:3]).max() <= 1e-3
     assert metadata["classifier"]["labels"] == (out / "labels.txt").read_text().split("\n")[:-1]
+
+
+def test_a_missing_tensorflowjs_converter_is_one_sentence_before_any_work(tmp_path, tiny_module, monkeypatch):
+    images = make_dataset(tmp_path / "images", {"red": 3, "green": 3})
+    monkeypatch.setenv("BOTTLENECK_TFJS_CONVERTER", str(tmp_path / "no-converter"))
+    with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+        code = retrain_main(retrain_args(tmp_path, images, tiny_module, f"--tfjs_output={tmp_path / 'web'}"))
+    assert code == 2
+    assert f"--tfjs_output needs the TensorFlow.js converter, which ./setup.sh installs in its own environment " \
+           f"(.venv-tfjs); it is not at '{tmp_path / 'no-converter'}'" in err.getvalue()
+    assert not (tmp_path / "out").exists()  # refused before any work
