@@ -92,13 +92,18 @@ def sets_of(report: Path) -> dict[str, str]:
     return {entry["name"]: entry["set"] for entry in map(json.loads, lines)}
 
 
+def ctrl_c_as_usual() -> None:
+    """In the child: Ctrl-C's usual effect, even when this benchmark runs in the background (where it is ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def review_round(images: Path, out: Path, planted: dict[str, str]) -> tuple[dict, list[str]]:
     """Start the review command, move each flagged planted photo back through its HTTP API, stop it (Ctrl-C)."""
     timings = {}
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "bottleneck", "review", f"--image_dir={images}",
                                 f"--output_graph={out / 'graph.pb'}"], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_usual)
     moved = []
     try:
         process.stdout.readline()
@@ -127,7 +132,11 @@ def review_round(images: Path, out: Path, planted: dict[str, str]) -> tuple[dict
         timings["moves_s"] = time.perf_counter() - started - timings["review_ready_s"]
     finally:
         process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
     timings["review_s"] = time.perf_counter() - started
     timings["review_exit_code"] = process.returncode
     return timings, moved

@@ -55,7 +55,9 @@ def served(tmp_path, tiny_module):
     images, report = plant(tmp_path, tiny_module, (*PLANTED, HOSTILE))
     command = [sys.executable, "-m", "bottleneck", "review", f"--image_dir={images}",
                f"--output_graph={tmp_path / 'out' / 'graph.pb'}"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's usual effect in the child even when the tests run in the background, where SIGINT is ignored.
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline().startswith("Reviewing ")
         url = process.stdout.readline().split()[1]
