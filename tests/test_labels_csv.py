@@ -235,3 +235,19 @@ def test_thresholds_are_chosen_for_the_best_f1_between_two_scores():
     assert chosen.values[0] == pytest.approx(0.65) and chosen.validation_f1[0] == 1.0
     assert chosen.values[1] == 0.5 and not chosen.chosen[1]  # no image has the label: 0.5
     assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([True, False, True])) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_a_single_label_run_removes_the_thresholds_an_earlier_multi_label_run_left(tmp_path, tiny_module, caplog,
+                                                                                     capsys):
+    photos, table = brightness_dataset(tmp_path, per_colour=6)
+    code, _log, err = run_retrain(tmp_path, photos, tiny_module, caplog, capsys, f"--labels_csv={table}",
+                                  "--multi_label", "--image_dir=")
+    assert code == 0, err
+    assert (tmp_path / "out" / "labels_thresholds.json").is_file()
+    make_dataset(tmp_path / "folders", {"red": 6, "green": 6})
+    code, _log, err = run_retrain(tmp_path, tmp_path / "folders", tiny_module, caplog, capsys)
+    assert code == 0, err
+    assert not (tmp_path / "out" / "labels_thresholds.json").exists()
+    code, out, err = label_image("--graph", tmp_path / "out" / "graph.pb", "--labels", tmp_path / "out" / "labels.txt",
+                                 tmp_path / "folders" / "red" / "img_000.jpg")
+    assert code == 0 and out.split()[0] == "red" and len(out.splitlines()) == 2  # the classic top 5 of 2 labels

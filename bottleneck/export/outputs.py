@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import FileSwap, all_or_nothing, defer, join, write_bytes_atomic, write_text_atomic
+from ..atomic import FileSwap, all_or_nothing, defer, join, remove_atomic, write_bytes_atomic, write_text_atomic
 from ..config.checks import check_saved_model_dir
 from ..config.settings import ExportSettings, thresholds_path
 from ..errors import EXIT_FAILURE, UserError
@@ -63,6 +63,8 @@ def export_all(settings: ExportSettings, module: FeatureModule, layer: TrainedLa
             if sigmoid:
                 write_thresholds(thresholds_path(settings.output_labels), labels, thresholds)
                 log.info("Saved the thresholds to %s", thresholds_path(settings.output_labels))
+            else:  # an earlier multi-label run's thresholds must not stay beside these labels
+                remove_atomic(thresholds_path(settings.output_labels))
             if settings.saved_model_dir:
                 write_saved_model(settings.saved_model_dir, module, layer.weights, layer.biases, labels,
                                   settings.final_tensor_name, sigmoid)

@@ -42,7 +42,8 @@ def find_thresholds(args, classifier, labels: list[str]) -> list[float] | None:
     graph_def = getattr(classifier, "graph_def", None)
     sigmoid = graph_def is not None and any(node.name == classifier.output_layer and node.op == "Sigmoid"
                                             for node in graph_def.node)
-    if path is None or not (given or path.is_file()):
+    softmax = graph_def is not None and not sigmoid and not given  # a stale file beside a single-label graph's labels
+    if path is None or softmax or not (given or path.is_file()):
         if sigmoid:
             raise UserError(f"The graph '{args.graph}' gives a sigmoid score per label, but no thresholds file was "
                             f"found{f' at {one_line(path)}' if path else ''}; pass the one written with it "
