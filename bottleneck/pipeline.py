@@ -246,7 +246,7 @@ def check_data(run: Run) -> None:
                  "only, not with --multi_label.")
         return
     run.findings = data_checks.check_run(run.plain, run.images.digest_of, run.labels, run.config.training.seed,
-                                         run.config.run.strict)
+                                         run.config.run.strict, run.config.bottlenecks.bottleneck_dir)
     inputs = run.config.input
     run.findings = leave_out_kept(run.findings, inputs.image_dir or inputs.labels_csv.parent)  # a review's "keep"
 

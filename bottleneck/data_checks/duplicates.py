@@ -1,8 +1,11 @@
 """Duplicates and leakage: exact copies, near copies, and held-out images with a copy in another set.
 
 * Exact duplicates: the same content digest under two paths.
-* Near-duplicates: resized, re-encoded or lightly cropped copies, found as
-  bottlenecks that are far more similar to each other than to any other image.
+* Near-duplicates: resized, re-encoded or lightly cropped copies, found two
+  ways: as bottlenecks that are far more similar to each other than to any
+  other image (near scenes), and as copies whose perceptual fingerprints agree
+  (copies.py), which finds a copy even among look-alike photos where the
+  bottleneck margin rule cannot.
   The search uses faiss: an exact flat inner-product index up to
   ``EXACT_SEARCH_LIMIT`` distinct images; above that, candidates from an
   inverted-file index over a PCA projection, which compares each image only with
@@ -151,8 +154,11 @@ def _margin_pairs(sims: np.ndarray, ids: np.ndarray, min_similarity: float, marg
     return [(i, j, s) for (i, j), s in sorted(pairs.items())]
 
 
-def near_pairs(images: AllImages, exact_limit: int = EXACT_SEARCH_LIMIT) -> tuple[list[DuplicatePair], str]:
-    """Near-duplicate pairs between images of different content, searched once per distinct content."""
+def near_pairs(images: AllImages, fingerprints: dict | None = None,
+               exact_limit: int = EXACT_SEARCH_LIMIT) -> tuple[list[DuplicatePair], str]:
+    """Near-duplicate pairs between images of different content, searched once per distinct content: by the
+    bottleneck rule, and where ``fingerprints`` (digest -> (phash, dhash)) are given, as copies by copies.py's
+    rule; a pair found by its fingerprints carries its bottlenecks' cosine similarity too."""
     first: dict[str, int] = {}
     for i, d in enumerate(images.digests):
         first.setdefault(d, i)
@@ -161,12 +167,30 @@ def near_pairs(images: AllImages, exact_limit: int = EXACT_SEARCH_LIMIT) -> tupl
         members.setdefault(d, []).append(i)
     unique = list(first.values())
     found, index = similar_vectors(images.x[unique], exact_limit=exact_limit)
+    if fingerprints:
+        found, index = _with_copies(images, unique, found, fingerprints), f"{index} and perceptual fingerprints"
     pairs = []
     for a, b, s in found:
         for i in members[images.digests[unique[a]]]:
             for j in members[images.digests[unique[b]]]:
                 pairs.append(DuplicatePair("near", s, i, j))
     return pairs, index
+
+
+def _with_copies(images: AllImages, unique: list[int], found, fingerprints: dict):
+    """``found`` (pairs of positions in ``unique``) with the copies that the fingerprints find added."""
+    from .copies import close_pairs
+
+    similarity = {(a, b): s for a, b, s in found}
+    have = [k for k, row in enumerate(unique) if images.digests[row] in fingerprints]
+    codes = np.array([fingerprints[images.digests[unique[k]]] for k in have], dtype=np.uint64).reshape(-1, 2)
+    for i, j in close_pairs(codes):
+        a, b = have[i], have[j]
+        if (a, b) not in similarity:
+            x, y = images.x[unique[a]], images.x[unique[b]]
+            norms = float(np.linalg.norm(x) * np.linalg.norm(y))
+            similarity[(a, b)] = min(1.0, float(x @ y) / norms) if norms > 0 else 0.0
+    return [(a, b, s) for (a, b), s in sorted(similarity.items())]
 
 
 def leaked(images: AllImages, pairs: list[DuplicatePair]) -> tuple[list[str], list[str]]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..data.names import BYTES_SUFFIX, name_bytes, name_cells, name_fields, names_fields, one_line, utf8_text
+from . import copies
 from .all_images import AllImages
 from .duplicates import NEAR_MARGIN, NEAR_MIN_SIMILARITY, DuplicatePair, exact_pairs, leaked, near_pairs
 from .label_errors import FOLDS, LabelError, judged_rows, out_of_fold, rank_label_errors, unjudged_note
@@ -54,7 +55,10 @@ class Findings:
         return [p for p in self.pairs if any(self.crosses(p))]
 
 
-def run_checks(images: AllImages, labels: list[str], seed: int = 0, folds: int = FOLDS) -> Findings:
+def run_checks(images: AllImages, labels: list[str], seed: int = 0, folds: int = FOLDS,
+               fingerprints: dict | None = None) -> Findings:
+    """The checks over ``images``; ``fingerprints`` (digest -> perceptual fingerprint, copies.py) find copies that
+    the bottleneck similarity alone misses."""
     started = time.perf_counter()
     counts = np.bincount(images.y, minlength=len(labels))
     probabilities, errors, note, used = None, [], "", 0
@@ -69,7 +73,7 @@ def run_checks(images: AllImages, labels: list[str], seed: int = 0, folds: int =
     else:
         note = "Too few images per class to look for label errors (at least 2 per class are needed)."
     pairs = exact_pairs(images)
-    near, index = near_pairs(images)
+    near, index = near_pairs(images, fingerprints)
     findings = Findings(labels, images, probabilities, errors, pairs, index=index, folds=used, note=note)
     findings.pairs += [p for p in near if any(findings.crosses(p))]
     findings.leaked_test, findings.leaked_validation = leaked(images, findings.pairs)
@@ -151,6 +155,7 @@ def summary_of(findings: Findings) -> dict:
             "index": findings.index,
             "near_min_similarity": NEAR_MIN_SIMILARITY,
             "near_margin": NEAR_MARGIN,
+            "copy_rule": copies.copy_rule(),
             "exact_pairs": len(exact),
             "exact_cross_class": int(sum(findings.crosses(p)[1] for p in exact)),
             "exact_cross_set": int(sum(findings.crosses(p)[0] for p in exact)),
@@ -166,14 +171,17 @@ def summary_of(findings: Findings) -> dict:
     }
 
 
-def check_run(plain_sets: dict, digest_of: dict, labels: list[str], seed: int | None, strict: bool) -> Findings:
+def check_run(plain_sets: dict, digest_of: dict, labels: list[str], seed: int | None, strict: bool,
+              fingerprint_dir=None) -> Findings:
     """The data checks of a run: log what they found; with ``strict``, leakage into the test set fails it.
 
     The failure comes before any output is written, like the accuracy gate, so the previous graph stays.
+    Perceptual fingerprints are kept in ``fingerprint_dir`` (the bottleneck cache's folder).
     """
     from ..errors import EXIT_FAILURE, UserError
 
-    findings = run_checks(AllImages.from_sets(plain_sets, digest_of), labels, seed=seed or 0)
+    images = AllImages.from_sets(plain_sets, digest_of)
+    findings = run_checks(images, labels, seed=seed or 0, fingerprints=copies.fingerprints(images, fingerprint_dir))
     log_findings(findings)
     if strict and findings.leaked_test:
         raise UserError(
