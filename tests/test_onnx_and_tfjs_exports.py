@@ -88,6 +88,11 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *_args):  # one line per request would only clutter a failing test's output
+        pass
+
+
 @contextlib.contextmanager
 def served(model_dir: Path):
     """A web server on 127.0.0.1 (a free port) serving the page, TensorFlow.js and the model folder."""
@@ -95,8 +100,7 @@ def served(model_dir: Path):
     (root / "index.html").write_text(PAGE, encoding="utf-8")
     shutil.copy(TFJS_BUNDLE, root / "tf.min.js")
     shutil.copytree(model_dir, root / "model")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *_args: None
+    handler = functools.partial(QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
