@@ -98,3 +98,17 @@ def test_a_run_without_data_checks_leaves_no_earlier_check_files_beside_its_repo
     assert not any(path.exists() for path in checks)
     assert (report / "my notes.txt").read_text() == "not the tool's"
     assert Path(report / "summary.json").is_file()
+
+
+def test_beam_shards_inside_the_image_folder_are_not_a_class_of_the_next_pipeline(tmp_path, tiny_module, capsys):
+    from bottleneck.cli.commands import beam_bottlenecks_main
+
+    images = make_dataset(tmp_path / "images", {"red": 3, "green": 3})
+    args = [f"--image_dir={images}", f"--tfhub_module={tiny_module}", f"--bottleneck_dir={tmp_path / 'cache'}",
+            f"--output_dir={images / 'shards'}", "--precision=float32"]
+    assert beam_bottlenecks_main(args) == 0
+    assert "6 images listed" in capsys.readouterr().out
+
+    assert beam_bottlenecks_main(args) == 0
+    captured = capsys.readouterr()
+    assert "6 images listed" in captured.out and "shards" not in captured.err

@@ -66,11 +66,14 @@ def beam_bottlenecks_main(argv) -> int:
 
         check_range("extraction_batch_size", args.extraction_batch_size, POSITIVE,
                     "--{flag} must be a positive number.")
-        if not is_url(args.image_dir):
-            list_images(args.image_dir)  # a missing or unusable folder is reported before the model loads
+        output_dir = args.output_dir or default_folder(args.bottleneck_dir)
+        if not is_url(args.image_dir):  # a missing or unusable folder is reported before the model loads
+            outputs = [(flag, Path(path)) for flag, path in (("--output_dir", output_dir),
+                                                             ("--bottleneck_dir", args.bottleneck_dir))
+                       if not is_url(str(path))]
+            list_images(args.image_dir, outputs)
         module = load_module(args.tfhub_module, Path(args.model_dir), log=log, top_block=args.bottleneck_layer)
         precision = network_precision(args.precision)
-        output_dir = args.output_dir or default_folder(args.bottleneck_dir)
         outcome = create_bottlenecks(args.image_dir, output_dir, module, args.bottleneck_dir,
                                      args.extraction_batch_size, beam_args, log, precision)
         print(f"{outcome.listed} images listed, {outcome.known} already computed, {outcome.computed} bottlenecks "

@@ -263,8 +263,10 @@ def create_bottlenecks(image_dir, output_dir, module, bottleneck_dir=None, batch
     if not is_url(image_dir):
         from ..data.walk import list_images
 
-        # walk.py's own listing, with its rules for links, loops and hidden files.
-        local_paths = [os.fsencode(image.path) for c in list_images(image_dir).classes for image in c.images]
+        # walk.py's own listing, with its rules for links, loops and hidden files; never the run's own outputs.
+        places = (("--output_dir", output_dir), ("--bottleneck_dir", bottleneck_dir))
+        outputs = [(flag, Path(path)) for flag, path in places if path is not None and not is_url(str(path))]
+        local_paths = [os.fsencode(image.path) for c in list_images(image_dir, outputs).classes for image in c.images]
     if not is_url(output_dir):
         try:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
