@@ -38,8 +38,8 @@ def converter_path() -> Path:
     path = Path(given) if given else Path(__file__).resolve().parents[2] / CONVERTER_VENV / "bin" / \
         "tensorflowjs_converter"
     if not (path.is_file() and os.access(path, os.X_OK)):
-        raise UserError(f"--tfjs_output needs the TensorFlow.js converter, which ./setup.sh installs in its own "
-                        f"environment ({CONVERTER_VENV}); it is not at '{path}' (${CONVERTER_VARIABLE} names "
+        raise UserError(f"--tfjs_output needs the TensorFlow.js converter, which ./setup.sh --tfjs installs in its "
+                        f"own environment ({CONVERTER_VENV}); it is not at '{path}' (${CONVERTER_VARIABLE} names "
                         "another).")
     return path
 
