@@ -191,6 +191,6 @@ def test_a_missing_tensorflowjs_converter_is_one_sentence_before_any_work(tmp_pa
     with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
         code = retrain_main(retrain_args(tmp_path, images, tiny_module, f"--tfjs_output={tmp_path / 'web'}"))
     assert code == 2
-    assert f"--tfjs_output needs the TensorFlow.js converter, which ./setup.sh --tfjs installs in its own environment " \
-           f"(.venv-tfjs); it is not at '{tmp_path / 'no-converter'}'" in err.getvalue()
+    assert "--tfjs_output needs the TensorFlow.js converter, which ./setup.sh --tfjs installs in its own " \
+           f"environment (.venv-tfjs); it is not at '{tmp_path / 'no-converter'}'" in err.getvalue()
     assert not (tmp_path / "out").exists()  # refused before any work
