@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from helpers import make_dataset, one_sentence
 
+from bottleneck.cli.beam_options import check_pipeline_options
 from bottleneck.cli.commands import beam_bottlenecks_main
 from bottleneck.cli.label_image import label_image_main
 from bottleneck.errors import UserError
-from bottleneck.cli.beam_options import check_pipeline_options
 
 
 @pytest.fixture
