@@ -363,8 +363,9 @@ def test_the_local_beam_pipelines_decode_on_processes_as_they_do_on_threads(tmp_
         assert (outcome.computed, outcome.skipped) == (15, 1)
         vectors[kind] = imported_vectors(module, out, tmp_path / f"imported-{kind}")
         skipped[kind] = beam_bottlenecks.read_skipped(out)
-    assert skipped[THREADS] == skipped[PROCESSES] == [{"path": str(images / "green" / "broken.jpg"),
-                                                       "reason": "not an image (looks like text)"}]
+    broken = images / "green" / "broken.jpg"
+    assert skipped[THREADS] == skipped[PROCESSES] == [{"path": str(broken), "reason": "not an image (looks like text)",
+                                                       "undecodable_digest": file_digest(broken)}]
     assert vectors[THREADS].keys() == vectors[PROCESSES].keys() and len(vectors[THREADS]) == 15
     assert max(float(np.abs(vectors[THREADS][d] - vectors[PROCESSES][d]).max()) for d in vectors[THREADS]) <= 1e-5
     assert [workers.kind for workers in pools] == [PROCESSES]  # the threads' run decoded per element
