@@ -223,6 +223,11 @@ def test_review_refuses_a_report_of_another_folder_or_none(planted, tmp_path):
     (report / RECORD_FILE).unlink()
     with pytest.raises(Exception, match="no record of the run's images"):
         read_last_run(report, images)
+    summary = json.loads((report / "summary.json").read_text())
+    summary["settings"]["labels_csv"] = str(tmp_path / "labels.csv")
+    (report / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(Exception, match="took its labels from --labels_csv"):
+        read_last_run(report, images)
 
 
 # ------------------------------------------------------------------------------------------ the server

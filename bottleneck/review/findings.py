@@ -52,6 +52,13 @@ def read_last_run(report_dir, image_dir) -> LastRun:
     if not (report_dir / SUMMARY_FILE).is_file():
         raise UserError(f"No finished report in '{one_line(report_dir)}': run retrain.py first, or give the "
                         "--report_dir (or --output_graph) of the run to review.")
+    try:
+        summary = json.loads((report_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"'{one_line(report_dir / SUMMARY_FILE)}' cannot be read: {exc}.") from None
+    if (summary.get("settings") or {}).get("labels_csv"):
+        raise UserError(f"The run reported in '{one_line(report_dir)}' took its labels from --labels_csv; the review "
+                        "moves images between class folders, so it reviews runs over class folders.")
     record = read_record(report_dir)
     if record is None:
         raise UserError(f"'{one_line(report_dir)}' has no record of the run's images ({RECORD_FILE}); run "
@@ -59,10 +66,6 @@ def read_last_run(report_dir, image_dir) -> LastRun:
     if os.path.realpath(record.image_dir) != os.path.realpath(image_dir):
         raise UserError(f"The run reported in '{one_line(report_dir)}' was over '{one_line(record.image_dir)}', "
                         f"not '{one_line(image_dir)}'; give that --image_dir, or the report of a run over this one.")
-    try:
-        summary = json.loads((report_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"'{one_line(report_dir / SUMMARY_FILE)}' cannot be read: {exc}.") from None
     images = record.by_path()
     # A name that is not UTF-8 is held as surrogates in the record; the CSV files may write it as escapes.
     images.update({text(im.path): im for im in record.images for text in (utf8_text, one_line)
