@@ -6,6 +6,7 @@ sub-package, and the phases below only hand the run's state from one to the next
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from .report.summary import ReportData, write_report
 from .report.views import ViewInputs
 from .review.kept import leave_out_kept
 from .review.record import log_class_changes, write_record
-from .training import calibration, fine_tune_run, multi_label_run, numerics
+from .training import calibration, fine_tune_run, multi_label_run, network_tuning_run, numerics
 from .training.evaluate import check_accuracy_gate, final_test, pick_test_images
 from .training.layer import train_layer
 from .training.tensorboard import Summaries
@@ -43,16 +44,19 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .cache.sets import SplitData
+    from .config.settings import BottleneckSettings
     from .data.split import ClassSplit
     from .data_checks.findings import Findings
     from .extraction.batches import Skipped
     from .extraction.bottlenecks import CachedImages
     from .model.modules import FeatureModule
+    from .model.precision import Precision
     from .training.calibration import Scored
     from .training.evaluate import FinalTest
     from .training.fine_tune import FineTuneResult
     from .training.layer import TrainedLayer
     from .training.multi_label_run import MultiLabelTest
+    from .training.network_tuning import NetworkTuneResult
 
 log = logging.getLogger("retrain")
 
@@ -81,6 +85,7 @@ class Run:
     labels: list[str] = field(default_factory=list)  # walk
     splits: list[ClassSplit] = field(default_factory=list)  # walk; split again in sets when images were skipped
     module: FeatureModule | None = None  # load_network: the feature extractor at the run's precision
+    precision: Precision | None = None  # load_network: the arithmetic the network runs in
     cache: BottleneckCache | None = None  # bottlenecks: open until the sets are read
     activations: BottleneckCache | None = None  # bottlenecks, with --fine_tune: activations at the cut
     images: CachedImages | None = None  # bottlenecks: content digests and skipped images
@@ -89,6 +94,7 @@ class Run:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # sets: label -> set -> images
     layer: TrainedLayer | None = None  # training (replaced by fine-tuning's, then by the calibrated one)
     tuned: FineTuneResult | None = None  # fine_tune
+    tuned_network: NetworkTuneResult | None = None  # fine_tune_network
     test: SplitData | None = None  # sets: the test images of the final accuracy (--test_batch_size of them)
     test_rows: np.ndarray | None = None  # sets: their rows in data["testing"]
     logits: tuple[np.ndarray, np.ndarray] = ()  # fine_tune or evaluate: (test, validation) logits
@@ -125,6 +131,9 @@ def retrain(config: RetrainConfig) -> RunResult:
         if config.fine_tune.enabled:
             with run.phase("fine_tune"):
                 fine_tune_top_blocks(run)
+    if config.network.enabled:
+        with run.phase("fine_tune_network"):
+            fine_tune_whole_network(run)
     with run.phase("evaluate"):
         evaluate(run)
     if not config.report.skip_data_checks:
@@ -155,12 +164,13 @@ def load_network(run: Run) -> None:
     if export_settings.final_tensor_name != ExportSettings.final_tensor_name:  # the default is known to be free
         check_final_tensor_name(module, export_settings.final_tensor_name)
     # Says which precision runs and why; vectors of one precision are never mixed with another's.
-    run.module = with_precision(module, network_precision(settings.precision))
+    run.precision = network_precision(settings.precision)
+    run.module = with_precision(module, run.precision)
 
 
 def cache_bottlenecks(run: Run, open_caches: contextlib.ExitStack) -> None:
     """Every image's bottleneck in the cache: looked up, imported or computed."""
-    config, settings = run.config, run.config.bottlenecks
+    config, settings = run.config, cached_settings(run.config)
     if config.fine_tune.enabled:
         run.activations = activation_cache(settings.bottleneck_dir, run.module, config.fine_tune.blocks, log.warning)
         open_caches.callback(run.activations.close)
@@ -175,7 +185,7 @@ def cache_bottlenecks(run: Run, open_caches: contextlib.ExitStack) -> None:
 
 def assemble_sets(run: Run) -> None:
     """The training, validation and test matrices from the cache, over the images that could be read."""
-    config, settings = run.config, run.config.bottlenecks
+    config, settings = run.config, cached_settings(run.config)
     run.splits = resplit_readable(run.classes, run.splits, run.images.skipped, config)
     rows = image_splits(run.splits) if run.multi_label else run.splits  # one row per image, not per label
     run.data, run.plain = load_trained_and_plain(run.cache, rows, run.images.digest_of,
@@ -220,6 +230,13 @@ def fine_tune_top_blocks(run: Run) -> None:
     run.logits = tuple(map(calibration.logits_from_probabilities, (test_p, validation_p)))
 
 
+def fine_tune_whole_network(run: Run) -> None:
+    run.tuned_network, run.module, test_logits, validation_logits = network_tuning_run.run(
+        run.config, run.module, run.precision, run.layer, run.splits, run.images.digest_of, run.labels, run.test_rows)
+    run.layer = run.tuned_network.layer
+    run.logits = (test_logits, validation_logits)
+
+
 def evaluate(run: Run) -> None:
     """Calibrate the scores on the validation set, then measure the final test accuracy."""
     config = run.config
@@ -229,7 +246,7 @@ def evaluate(run: Run) -> None:
             run.targets["validation"], run.labels, config.input.testing_percentage,
             config.report.print_misclassified_test_images)
         return
-    if run.tuned is None:  # fine-tuning measured its own network's logits
+    if run.tuned is None and run.tuned_network is None:  # fine-tuning measured its own network's logits
         run.logits = tuple(numerics.layer_logits(run.layer, s.x) for s in (run.test, run.data["validation"]))
     test_logits, validation_logits = run.logits
     run.scored = calibration.score_run(not config.export.no_temperature_scaling, validation_logits,
@@ -259,7 +276,8 @@ def export(run: Run) -> None:
 
 def report(run: Run) -> RunResult:
     run.timings["total"] = time.perf_counter() - run.started
-    tuned, validation = run.tuned, run.data["validation"]
+    tuned, validation, network = run.tuned, run.data["validation"], run.tuned_network
+    kept_validation = tuned.best.validation_accuracy if tuned else network.kept.validation_accuracy if network else None
     if not run.config.input.labels_csv:  # the review moves images between class folders; a CSV's labels are its own
         write_record(run.config.report_dir, run.config.input.image_dir, run.labels, run.splits, run.images.digest_of,
                      [Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
@@ -268,14 +286,16 @@ def report(run: Run) -> RunResult:
         labels=run.labels, history=run.layer.history, test_true=run.result.true,
         test_predicted=run.result.predicted, test_names=run.result.names, counts=run.counts,
         skipped=run.images.skipped, settings=run.config.flags(), module=run.module, timings=run.timings,
-        test_accuracy=run.result.accuracy, validation_accuracy=tuned.best.validation_accuracy if tuned else None,
+        test_accuracy=run.result.accuracy, validation_accuracy=kept_validation,
         fine_tune=fine_tune_run.summary(run.config.fine_tune, tuned) if tuned else None,
+        network_fine_tune=network_tuning_run.summary(network, run.config.network) if network else None,
         calibration=run.scored.summary, findings=run.findings,
         page=PageData(Predictions(run.test.names, run.test.y, run.scored.test_probabilities),
                       Predictions(validation.names, validation.y, run.scored.validation_probabilities),
                       run.findings),
         views=None if run.multi else ViewInputs(run.module, run.layer, run.plain, run.config.report.summaries_dir,
-                                                run.config.bottlenecks.precision, fine_tuned=tuned is not None,
+                                                run.config.bottlenecks.precision,
+                                                fine_tuned=tuned is not None or network is not None,
                                                 heatmaps=not run.config.report.skip_heatmaps,
                                                 seed=run.config.training.seed,
                                                 cache_dir=run.config.bottlenecks.bottleneck_dir),
@@ -303,6 +323,15 @@ def find_classes(config: RetrainConfig) -> list[ImageClass]:
     if listing.ignored_summary():
         log.warning(listing.ignored_summary())
     return listing.classes
+
+
+def cached_settings(config: RetrainConfig) -> BottleneckSettings:
+    """The bottleneck settings the cache is filled with.  --fine_tune_network distorts its images afresh at every
+    epoch, so no distorted copies are cached for the new layer it starts from."""
+    if not config.network.enabled:
+        return config.bottlenecks
+    return dataclasses.replace(config.bottlenecks, flip_left_right=False, random_crop=0, random_scale=0,
+                               random_brightness=0)
 
 
 def resplit_readable(classes: list[ImageClass], splits, skipped, config: RetrainConfig):

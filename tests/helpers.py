@@ -34,7 +34,7 @@ def build_tiny_module(path: Path) -> Path:
     class Tiny(tf.Module):
         def __init__(self):
             super().__init__()
-            self.projection = tf.Variable(projection, trainable=False)
+            self.projection = tf.Variable(projection)  # trainable, for --fine_tune_network
 
         @tf.function(input_signature=[tf.TensorSpec([None, TINY_SIZE, TINY_SIZE, 3], tf.float32)])
         def __call__(self, images):

@@ -121,6 +121,8 @@ def check_rules(config) -> None:
         raise UserError("--multi_label needs --labels_csv, the CSV file that gives each image its labels.")
     if inputs.multi_label and tuning.enabled:
         raise UserError("--fine_tune trains single-label runs only; leave out --fine_tune or --multi_label.")
+    if config.network.enabled:
+        check_network_tuning(config)
     if config.export.tflite_quantize != "none" and config.export.tflite_output is None:
         raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")
 
@@ -138,6 +140,15 @@ def check_fine_tune(config) -> None:
     if config.bottlenecks.precision == "int8":
         raise UserError("--precision int8 cannot feed --fine_tune, which needs the network's float activations; "
                         "use --precision auto, float32 or bfloat16.")
+
+
+def check_network_tuning(config) -> None:
+    """--fine_tune_network's rules with the other settings."""
+    if config.fine_tune.enabled:
+        raise UserError("--fine_tune_network already trains the top blocks that --fine_tune would; use one of them.")
+    if config.input.multi_label:
+        raise UserError("--fine_tune_network trains single-label runs only; leave out --fine_tune_network or "
+                        "--multi_label.")
 
 
 def check_values(config) -> None:

@@ -39,6 +39,13 @@ def human_summary(summary: dict, worst: int = 3) -> list[str]:
             verdict = "kept" if tuned["helped"] else "not kept: it did not lower the validation cross-entropy"
             lines.append(f"Fine-tuning {tuned['blocks']} block(s): validation accuracy {before * 100:.1f}% -> "
                          f"{after * 100:.1f}% ({verdict}).")
+    network = summary.get("network_fine_tune")
+    if network and network["history"][0]["validation_accuracy"] is not None:
+        before = network["history"][0]["validation_accuracy"]
+        after = next(p for p in network["history"] if p["epoch"] == network["kept_epoch"])["validation_accuracy"]
+        verdict = f"epoch {network['kept_epoch']} kept" if network["helped"] else "not kept: no better on validation"
+        lines.append(f"Fine-tuning the whole network: validation accuracy {before * 100:.1f}% -> {after * 100:.1f}% "
+                     f"({verdict}).")
     skipped = summary.get("skipped_count", len(summary.get("skipped", [])))
     if skipped:
         lines.append(f"Skipped {skipped} unreadable image{'s' if skipped != 1 else ''} (listed in {SUMMARY_FILE}).")

@@ -80,6 +80,7 @@ class ReportData:
     validation_accuracy: float | None = None
     test_accuracy: float | None = None
     fine_tune: dict | None = None  # what fine-tuning did, when it ran
+    network_fine_tune: dict | None = None  # what fine-tuning the whole network did, when it ran
     calibration: dict | None = None  # temperature, calibration error, accuracy against coverage
     findings: Findings | None = None  # when the data checks ran
     page: PageData | None = None  # with it, report.html is written too
@@ -250,6 +251,7 @@ def build_summary(data: ReportData, report_dir: Path | None = None) -> dict:
         "timings_s": {str(k): _round(v, 3) for k, v in data.timings.items()},
         "overfitting_warning": overfitting_warning(history),
         "fine_tune": dict(data.fine_tune) if data.fine_tune else None,
+        "network_fine_tune": dict(data.network_fine_tune) if data.network_fine_tune else None,
         "calibration": dict(data.calibration) if data.calibration else None,
         "data_checks": None,
     }
