@@ -115,7 +115,8 @@ def test_every_setting_has_one_default_and_a_flag_in_a_help_group():
     assert len(flags) == len(set(flags))
     for group, _field, flag in settings_fields():
         assert groups[flag] == type(getattr(RetrainConfig(), group)).__doc__
-    assert set(groups[f] for f in flags) == {"input and split", "bottlenecks", "training", "fine-tuning", "export",
+    assert set(groups[f] for f in flags) == {"input and split", "bottlenecks", "training", "fine-tuning",
+                                              "fine-tuning the whole network", "export",
                                               "reports", "run control"}
     # No flag carries a default of its own: the settings' dataclasses are the only source.
     assert all(action.default == "==SUPPRESS==" for action in parser._actions if action.dest != "help")

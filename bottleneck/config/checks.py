@@ -115,14 +115,14 @@ def check_rules(config) -> None:
     builtin = bottlenecks.tfhub_module == BUILTIN_MODULE
     if not builtin and bottlenecks.bottleneck_layer != CLASSIC_TOP_BLOCK:
         raise UserError("--bottleneck_layer chooses a block of the built-in --tfhub_module inception_v3 only.")
+    if config.network.enabled:  # first: with --fine_tune as well, the clash is what to say
+        check_network_tuning(config)
     if tuning.enabled:
         check_fine_tune(config)
     if inputs.multi_label and not inputs.labels_csv:
         raise UserError("--multi_label needs --labels_csv, the CSV file that gives each image its labels.")
     if inputs.multi_label and tuning.enabled:
         raise UserError("--fine_tune trains single-label runs only; leave out --fine_tune or --multi_label.")
-    if config.network.enabled:
-        check_network_tuning(config)
     if config.export.tflite_quantize != "none" and config.export.tflite_output is None:
         raise UserError("--tflite_quantize needs --tflite_output, the file to write the TFLite model to.")
 

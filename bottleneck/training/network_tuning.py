@@ -383,6 +383,7 @@ def _save(folder: Path | None, names, weights, first_moment, second_moment, step
     """One file with the weights, Adam's moments, the kept weights and the history, written whole or not at all."""
     if folder is None:
         return
+    state = {"epoch": state["history"][-1]["epoch"], **state}
     arrays = {"step": np.array(int(step_count.numpy())), "state": np.array(json.dumps(state))}
     for k, name in enumerate(names):
         arrays[f"w:{name}"] = weights[k].numpy()
