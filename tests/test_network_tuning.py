@@ -214,3 +214,36 @@ def test_a_batch_spread_over_two_devices_trains_as_on_one(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     difference, scale = map(float, result.stdout.split())
     assert scale > 0.01 and difference < 1e-5 * max(1.0, scale)
+
+
+@pytest.mark.inception
+def test_bfloat16_trains_float32_weights_of_the_real_network(tmp_path, inception_model_dir):
+    """Mixed precision: the passes compute in bfloat16, the kept weights are float32 and have moved."""
+    import tensorflow as tf
+
+    from bottleneck.config.settings import NetworkTuneSettings
+    from bottleneck.data.distort import Distortion
+    from bottleneck.model.modules import load_module
+    from bottleneck.model.trainable import trainable_network
+    from bottleneck.training.layer import TrainedLayer
+    from bottleneck.training.network_tuning import LabelledImages, tune_network
+
+    module = load_module("inception_v3", inception_model_dir, log=lambda *a: None, top_block="mixed_9")
+    network = trainable_network(module)
+    paths = sorted((ROOT / "examples" / "flower_photos").rglob("*.jpg"))[::20][:4]
+    pixels = np.stack([load_for_model(p, 139, 139) for p in paths])
+    float32 = network.forward(tf.constant(pixels), tf.float32).numpy()
+    bfloat16 = network.forward(tf.constant(pixels), tf.bfloat16).numpy()
+    assert np.corrcoef(float32.ravel(), bfloat16.ravel())[0, 1] > 0.99  # the same features, to bfloat16's precision
+    assert not np.array_equal(float32, bfloat16)  # ...and really computed in bfloat16
+    start = network.values()
+    data = LabelledImages(paths, [p.name for p in paths], np.array([0, 1, 0, 1], np.int32))
+    layer = TrainedLayer(np.zeros((2048, 2), np.float32), np.zeros(2, np.float32))
+    settings = NetworkTuneSettings(enabled=True, epochs=1, learning_rate=1e-3, batch_size=2, patience=0)
+    result = tune_network(network, layer, data, LabelledImages([], [], np.zeros(0, np.int32)), 2, settings,
+                          Distortion(), 139, 139, None, compute_dtype="bfloat16")
+    assert result.compute_dtype == "bfloat16" and result.best_epoch == 1
+    moved = [n for n in network.names if np.abs(result.values[n] - start[n]).max() > 0]
+    assert all(result.values[n].dtype == np.float32 for n in network.names)
+    assert len(moved) > 0.9 * len(network.names)  # every block learns, the lowest convolutions included
+    assert "conv/kernel" in moved
