@@ -13,7 +13,12 @@ import pytest
 from helpers import ROOT, TINY_SIZE, build_tiny_module, import_frozen_graph, make_dataset, retrain_args, the_error
 
 from bottleneck.data.images import load_for_model
-from bottleneck.training.network_tuning import CHECKPOINT_FILE, choose_batch_size, learning_rate
+from bottleneck.training.network_tuning import (
+    CHECKPOINT_FILE,
+    TRAINING_BYTES_PER_INPUT_BYTE,
+    choose_batch_size,
+    learning_rate,
+)
 
 TUNING = ["--fine_tune_network", "--network_learning_rate=0.01", "--no_temperature_scaling", "--precision=float32"]
 
@@ -159,7 +164,7 @@ def test_a_module_without_trainable_weights_is_refused_in_one_sentence(tmp_path)
 
 
 def test_the_batch_fits_the_memory_there_is():
-    per_image = 299 * 299 * 3 * 4 * 220
+    per_image = 299 * 299 * 3 * 4 * TRAINING_BYTES_PER_INPUT_BYTE
     assert choose_batch_size(0, 299, 299, available=64 * 2**30) == 32  # at most 32
     assert choose_batch_size(0, 299, 299, available=int(per_image * 2 * 8.5)) == 8  # half of memory: 8.5 images
     assert choose_batch_size(0, 299, 299, available=per_image) == 1  # never none

@@ -60,10 +60,10 @@ from .numerics import cross_entropy
 log = logging.getLogger("retrain")
 
 MAX_AUTO_BATCH = 32
-# Bytes that training one image through Inception-v3 at 299x299 holds (activations kept for the backward pass,
-# their gradients and the convolutions' scratch space), per byte of the float32 input image; measured as the
-# growth of the peak resident memory from a batch of 8 to a batch of 16 on the CPU (docs/fine-tuning.md).
-TRAINING_BYTES_PER_INPUT_BYTE = 220
+# Bytes that training one image holds (activations kept for the backward pass, their gradients, the convolutions'
+# scratch space) per byte of its float32 input: the growth of Inception-v3's peak resident memory from a batch
+# of 4 to one of 12 on the CPU, rounded up (docs/fine-tuning.md).
+TRAINING_BYTES_PER_INPUT_BYTE = 48
 MEMORY_SHARE = 0.5  # of the memory available at the start, for the batch; the rest for everything else
 CHECKPOINT_FILE = "checkpoint.npz"
 ADAM_BETAS = (0.9, 0.999)
