@@ -252,3 +252,12 @@ def test_bfloat16_trains_float32_weights_of_the_real_network(tmp_path, inception
     assert all(result.values[n].dtype == np.float32 for n in network.names)
     assert len(moved) > 0.9 * len(network.names)  # every block learns, the lowest convolutions included
     assert "conv/kernel" in moved
+
+
+def test_a_default_run_does_none_of_it(tmp_path, tiny_module):
+    code, log = retrain(tmp_path, make_dataset(tmp_path / "images", 10), tiny_module, "--flip_left_right")
+    assert code == 0, log
+    summary = json.loads((tmp_path / "out" / "graph_report" / "summary.json").read_text())
+    assert summary["network_fine_tune"] is None and "Whole network" not in log
+    assert not (tmp_path / "out" / "checkpoint" / "ckpt_network").exists()
+    assert "bottlenecks cached" in log and "distorted" in log.lower()  # the distorted copies are cached as before
