@@ -36,6 +36,7 @@ def retrain(image_dir: str, bottleneck_dir: str, out: Path, seed: int, extra: li
     started = time.perf_counter()
     result = subprocess.run([sys.executable, str(REPO / "retrain.py"), f"--image_dir={image_dir}",
                              f"--bottleneck_dir={bottleneck_dir}", *flags, f"--random_seed={seed}", "--preset=best",
+                             "--validation_batch_size=-1",
                              *extra], stdout=subprocess.DEVNULL, cwd=REPO)
     wall = time.perf_counter() - started
     if result.returncode != 0:

@@ -165,7 +165,7 @@ def test_a_module_without_trainable_weights_is_refused_in_one_sentence(tmp_path)
 
 def test_the_batch_fits_the_memory_there_is():
     per_image = 299 * 299 * 3 * 4 * TRAINING_BYTES_PER_INPUT_BYTE
-    assert choose_batch_size(0, 299, 299, available=64 * 2**30) == 32  # at most 32
+    assert choose_batch_size(0, 299, 299, available=64 * 2**30) == 16  # at most 16
     assert choose_batch_size(0, 299, 299, available=int(per_image * 2 * 8.5)) == 8  # half of memory: 8.5 images
     assert choose_batch_size(0, 299, 299, available=per_image) == 1  # never none
     assert choose_batch_size(12, 299, 299, available=per_image) == 12  # given: as given

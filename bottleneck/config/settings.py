@@ -188,10 +188,10 @@ class NetworkTuneSettings:
         False, "After training the new layer, train every block of the network together with it, on decoded images "
         "distorted afresh at every epoch, keeping the epoch with the best validation accuracy (docs/fine-tuning.md).",
         flag="fine_tune_network")
-    epochs: int = setting(6, "How many passes over the training images --fine_tune_network makes at most.",
+    epochs: int = setting(8, "How many passes over the training images --fine_tune_network makes at most.",
                           flag="network_epochs", check=POSITIVE)
     # Adam's peak rate: far below a new layer's, since every weight starts trained.
-    learning_rate: float = setting(1e-4, "Adam's peak learning rate while fine-tuning the whole network, reached "
+    learning_rate: float = setting(5e-5, "Adam's peak learning rate while fine-tuning the whole network, reached "
                                    "after the warm-up and decayed to zero along a cosine.",
                                    flag="network_learning_rate", check=POSITIVE)
     warmup: float = setting(0.1, "The share of --fine_tune_network's steps over which its learning rate rises from "
@@ -202,10 +202,10 @@ class NetworkTuneSettings:
         check=NON_NEGATIVE)
     label_smoothing: float = setting(0.1, "Label smoothing of the targets while fine-tuning the whole network.",
                                      flag="network_label_smoothing", check=FRACTION)
-    patience: int = setting(2, "Stop fine-tuning the whole network after this many epochs without a better "
+    patience: int = setting(3, "Stop fine-tuning the whole network after this many epochs without a better "
                             "validation accuracy (0: run every epoch).", flag="network_patience", check=NON_NEGATIVE)
     batch_size: int = setting(0, "How many images each step of --fine_tune_network trains on (0: as many as fit in "
-                              "memory, at most 32).", flag="network_batch_size", check=NON_NEGATIVE)
+                              "memory, at most 16).", flag="network_batch_size", check=NON_NEGATIVE)
 
 
 @dataclass(frozen=True)

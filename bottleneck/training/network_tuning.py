@@ -59,7 +59,7 @@ from .numerics import cross_entropy
 
 log = logging.getLogger("retrain")
 
-MAX_AUTO_BATCH = 32
+MAX_AUTO_BATCH = 16  # small batches: more updates per epoch on the small data sets this is for
 # Bytes that training one image holds (activations kept for the backward pass, their gradients, the convolutions'
 # scratch space) per byte of its float32 input: the growth of Inception-v3's peak resident memory from a batch
 # of 4 to one of 12 on the CPU, rounded up (docs/fine-tuning.md).
