@@ -190,10 +190,13 @@ class NetworkTuneSettings:
         flag="fine_tune_network")
     epochs: int = setting(8, "How many passes over the training images --fine_tune_network makes at most.",
                           flag="network_epochs", check=POSITIVE)
-    # Adam's peak rate: far below a new layer's, since every weight starts trained.
-    learning_rate: float = setting(5e-5, "Adam's peak learning rate while fine-tuning the whole network, reached "
-                                   "after the warm-up and decayed to zero along a cosine.",
-                                   flag="network_learning_rate", check=POSITIVE)
+    optimizer: str = setting("momentum", "Optimizer of --fine_tune_network: momentum (SGD, 0.9) or adam.",
+                             flag="network_optimizer", choices=("momentum", "adam"))
+    # Far below a new layer's own, since every weight starts trained.
+    learning_rate: float = setting(
+        1e-3, "Peak learning rate of the network's weights while fine-tuning the whole network (the new layer's is "
+        "ten times higher), reached after the warm-up and decayed to zero along a cosine; with adam, try 0.00002.",
+        flag="network_learning_rate", check=POSITIVE)
     warmup: float = setting(0.1, "The share of --fine_tune_network's steps over which its learning rate rises from "
                             "zero to its peak.", flag="network_warmup", check=FRACTION)
     weight_decay: float = setting(

@@ -6,7 +6,11 @@ training images afresh and distorts each one anew (the run's distortion
 flags, a fixed function of the image and the epoch), runs them forwards and
 backwards through the whole network, and updates every weight:
 
-- **Optimizer.**  Adam with decoupled weight decay.  The network's weights
+- **Optimizer.**  SGD with momentum by default, Adam on request, with
+  decoupled weight decay and the new layer at ten times the network's rate.
+  SGD's steps follow each gradient's own scale; Adam's are about the same size
+  for every weight, which moved the small kernels of this network's lower
+  layers too far (docs/fine-tuning.md).  The network's weights
   decay towards their trained starting values rather than towards zero (L2-SP,
   Li et al., "Explicit Inductive Bias for Transfer Learning with Convolutional
   Networks", 2018), so a small data set cannot drag them far from what
@@ -67,6 +71,10 @@ TRAINING_BYTES_PER_INPUT_BYTE = 48
 MEMORY_SHARE = 0.5  # of the memory available at the start, for the batch; the rest for everything else
 CHECKPOINT_FILE = "checkpoint.npz"
 ADAM_BETAS = (0.9, 0.999)
+MOMENTUM = 0.9
+# The new layer learns at this multiple of the network's rate: it is the part that has to adapt most, the
+# network's weights the part to keep close (discriminative rates, as in Howard and Ruder's ULMFiT, 2018).
+HEAD_RATE_FACTOR = 10.0
 ADAM_EPSILON = 1e-7
 
 
@@ -247,14 +255,20 @@ def tune_network(
         step_count.assign_add(1)
         t = tf.cast(step_count, tf.float32)
         b1, b2 = ADAM_BETAS
-        corrected = rate * tf.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
         for k, (w, g) in enumerate(zip(weights, gradients)):
             g = g / n
-            first_moment[k].assign(b1 * first_moment[k] + (1.0 - b1) * g)
-            second_moment[k].assign(b2 * second_moment[k] + (1.0 - b2) * tf.square(g))
-            update = corrected * first_moment[k] / (tf.sqrt(second_moment[k]) + ADAM_EPSILON)
-            anchor = start_values[k] if k < len(start_values) else tf.zeros_like(w)
-            w.assign_sub(update + rate * settings.weight_decay * (w - anchor))
+            in_network = k < len(start_values)
+            step_rate = rate if in_network else rate * HEAD_RATE_FACTOR
+            if settings.optimizer == "adam":
+                first_moment[k].assign(b1 * first_moment[k] + (1.0 - b1) * g)
+                second_moment[k].assign(b2 * second_moment[k] + (1.0 - b2) * tf.square(g))
+                corrected = step_rate * tf.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+                update = corrected * first_moment[k] / (tf.sqrt(second_moment[k]) + ADAM_EPSILON)
+            else:
+                first_moment[k].assign(MOMENTUM * first_moment[k] + g)
+                update = step_rate * first_moment[k]
+            anchor = start_values[k] if in_network else tf.zeros_like(w)
+            w.assign_sub(update + step_rate * settings.weight_decay * (w - anchor))
         return loss_sum / n, correct / n
 
     @tf.function(input_signature=[image_spec], autograph=False)
