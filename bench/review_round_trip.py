@@ -2,7 +2,8 @@
 """The review loop's round trip: plant label errors, find them, move them back through the review page, run again.
 
     .venv/bin/python -m bench.review_round_trip [--image_dir ../shared/datasets/flower_photos_dev] [--plant 10]
-        [--seed 0] [--other_seeds 2] [--json bench/results/review-round-trip-MACHINE.json]
+        [--seed 0] [--other_seeds 2] [--retrain_flag=--preset=best ...]
+        [--json bench/results/review-round-trip-MACHINE.json]
 
 The photos are copied into a temporary folder (hard links: the review only renames files, never writes them),
 and ``--plant`` of them (the same number from each class, chosen with ``--seed``) are moved to the next class's
@@ -16,6 +17,10 @@ class, that its suspected label errors no longer hold them and that each stayed 
 test accuracy.  A test set of 90 photos moves by a point for one photo, and a different training set draws
 different batches, so ``--other_seeds`` more runs before and after the fixes (warm, untimed) give test,
 validation and cross-validated accuracy (over every photo) against the seed's own effect.
+
+A run's own test accuracy judges the planted run against the planted test photo's wrong folder, and the fixed
+run against its true class; each run's test accuracy is therefore also recorded against the true labels, the
+same for both.  ``--retrain_flag`` (repeatable) hands a flag to every retrain.py run, such as a preset.
 """
 from __future__ import annotations
 
@@ -71,11 +76,11 @@ def plant(images: Path, how_many: int, seed: int) -> dict[str, str]:
     return planted
 
 
-def retrain(images: Path, out: Path, seed: int) -> tuple[float, str, dict]:
-    """One retrain.py run in a fresh process: (wall seconds, its log, summary.json)."""
+def retrain(images: Path, out: Path, seed: int, extra: list[str]) -> tuple[float, str, dict]:
+    """One retrain.py run in a fresh process, with the ``extra`` flags: (wall seconds, its log, summary.json)."""
     flags = [f for f in scratch_outputs(out) if f != "--quiet"]  # the INFO lines say what the cache did
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(REPO / "retrain.py"), f"--image_dir={images}", *flags,
+    result = subprocess.run([sys.executable, str(REPO / "retrain.py"), f"--image_dir={images}", *flags, *extra,
                              f"--random_seed={seed}"], capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - started
     if result.returncode != 0:
@@ -145,6 +150,20 @@ def review_round(images: Path, out: Path, planted: dict[str, str]) -> tuple[dict
     return timings, moved
 
 
+def true_label_test_accuracy(summary: dict, images: Path, misfiled: dict[str, str]) -> float:
+    """The run's test accuracy with each test photo judged against its true class rather than its folder.
+
+    ``misfiled``: the test photos in a folder not their own at this run, place -> true class.  A test photo
+    that summary.json does not list as misclassified was predicted as its folder.
+    """
+    predicted = {Path(row["path"]).relative_to(images).as_posix(): row["predicted"]
+                 for row in summary["misclassified"]}
+    wrong = sum(place not in misfiled for place in predicted)
+    wrong += sum(predicted.get(place) != true_class for place, true_class in misfiled.items())
+    count = summary["accuracy"]["test_count"]
+    return round((count - wrong) / count, 6)
+
+
 def accuracies(summary: dict) -> dict:
     """Test and validation accuracy, and the data checks' cross-validated accuracy over every image."""
     return {"test": summary["accuracy"]["test"], "validation": summary["accuracy"]["validation"],
@@ -159,8 +178,11 @@ def main(argv=None) -> int:
     p.add_argument("--other_seeds", type=int, default=2,
                    help="Warm runs with other seeds, before and after the fixes, so that the accuracies can be set "
                         "against the seed's own effect (default: 2)")
+    p.add_argument("--retrain_flag", action="append", default=[], metavar="FLAG",
+                   help="A flag for every retrain.py run, such as --retrain_flag=--preset=best (repeatable)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    extra = args.retrain_flag
     measured_on = machine()
     with tempfile.TemporaryDirectory(prefix="review-round-trip-") as tmp:
         images, out = Path(tmp) / "images", Path(tmp) / "out"
@@ -169,7 +191,7 @@ def main(argv=None) -> int:
 
         # Runs with other seeds first (the first of them cold): the review acts on the seed run's report.
         seeds = [args.seed + k for k in range(1, args.other_seeds + 1)]
-        before = {seed: retrain(images, out, seed) for seed in [*seeds, args.seed]}
+        before = {seed: retrain(images, out, seed, extra) for seed in [*seeds, args.seed]}
         cold_wall = next(iter(before.values()))[0]
         _first_wall, _first_log, first = before[args.seed]
         first_suspects = suspected(out / "graph_report", images)
@@ -177,22 +199,30 @@ def main(argv=None) -> int:
 
         started = time.perf_counter()
         review, moved = review_round(images, out, planted)
-        second_wall, second_log, second = retrain(images, out, args.seed)
+        second_wall, second_log, second = retrain(images, out, args.seed, extra)
         round_trip = time.perf_counter() - started
         after = {args.seed: (second_wall, second_log, second)}
-        after.update({seed: retrain(images, out, seed) for seed in seeds})
+        after.update({seed: retrain(images, out, seed, extra) for seed in seeds})
         second_suspects = suspected(out / "graph_report", images)  # findings and sets hang on no seed
         second_sets = sets_of(out / "graph_report")
         still_flagged = [place for place in planted
                          if place in second_suspects or f"{planted[place]}/{Path(place).name}" in second_suspects]
         cache = CACHE_LINE.search(second_log)
         changed = CHANGED_LINE.search(second_log)
+        # The planted test photos, where each run found them: moved back ones are in their own folder after.
+        misfiled = {"planted": {place: true_class for place, true_class in planted.items()
+                                if first_sets[Path(place).name] == "testing"},
+                    "fixed": {place: true_class for place, true_class in planted.items()
+                              if place not in moved and second_sets[Path(place).name] == "testing"}}
+        true_label_test = {state: {seed: true_label_test_accuracy(runs[seed][2], images, misfiled[state])
+                                   for seed in sorted(runs)} for state, runs in (("planted", before), ("fixed", after))}
 
     results = {
         "command": command(argv),
         "commit": commit_of(REPO),
         "machine": measured_on,
         "shared_machine": True,
+        "retrain_flags": extra,
         "image_dir": str(args.image_dir),
         "photos": photos,
         "planted": len(planted),
@@ -222,6 +252,10 @@ def main(argv=None) -> int:
                     "moves_through_the_page": round(review["moves_s"], 2), "review_total": round(review["review_s"], 2),
                     "second_run": round(second_wall, 2), "round_trip": round(round_trip, 2)},
         "second_run_phases_s": second["timings_s"],
+        "test_accuracy_true_labels": {
+            "first_run": true_label_test["planted"][args.seed], "second_run": true_label_test["fixed"][args.seed],
+            "no_lower": true_label_test["fixed"][args.seed] >= true_label_test["planted"][args.seed],
+            "planted_test_photos": sorted(misfiled["planted"]), "by_seed": true_label_test},
         "review_exit_code": review["review_exit_code"],
     }
     print(json.dumps(results, indent=2))
