@@ -12,10 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .cache.sets import load_trained_and_plain
+import numpy as np
+
+from .cache.sets import load_sets, load_trained_and_plain
 from .cache.store import BottleneckCache
 from .config.checks import output_locations
-from .config.settings import ExportSettings, RetrainConfig
+from .config.settings import ExportSettings, RetrainConfig, with_flags
 from .console.notes import bounded
 from .console.progress import Progress
 from .data.labels_csv import read_labels_csv
@@ -23,11 +25,12 @@ from .data.multi_label import image_splits, split_by_image
 from .data.split import SETS, split_classes
 from .data.walk import ImageClass, list_images
 from .data_checks import findings as data_checks
+from .data_checks.label_errors import assign_folds
 from .errors import UserError
 from .export.outputs import check_final_tensor_name, export_all, intermediate_saver
 from .extraction import bottlenecks
 from .extraction.activations import activation_cache
-from .model.modules import load_module
+from .model.modules import BUILTIN_MODULE, load_module
 from .model.precision import network_precision
 from .model.runner import with_precision
 from .report.page import PageData, Predictions
@@ -35,14 +38,12 @@ from .report.summary import ReportData, write_report
 from .report.views import ViewInputs
 from .review.kept import leave_out_kept
 from .review.record import log_class_changes, write_record
-from .training import calibration, fine_tune_run, multi_label_run, network_tuning_run, numerics
+from .training import calibration, fine_tune_run, model_selection, multi_label_run, network_tuning_run, numerics
 from .training.evaluate import check_accuracy_gate, final_test, pick_test_images
 from .training.layer import train_layer
 from .training.tensorboard import Summaries
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .cache.sets import SplitData
     from .config.settings import BottleneckSettings
     from .data.split import ClassSplit
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from .training.evaluate import FinalTest
     from .training.fine_tune import FineTuneResult
     from .training.layer import TrainedLayer
+    from .training.model_selection import Selection
     from .training.multi_label_run import MultiLabelTest
     from .training.network_tuning import NetworkTuneResult
 
@@ -103,6 +105,7 @@ class Run:
     findings: Findings | None = None  # data_checks, unless --skip_data_checks
     targets: dict[str, np.ndarray] = field(default_factory=dict)  # sets, with --multi_label: set -> [rows, labels]
     multi: MultiLabelTest | None = None  # evaluate, with --multi_label: thresholds and per-label figures
+    selection: Selection | None = None  # select, with --preset auto: the table and the setting chosen
 
     @property
     def multi_label(self) -> bool:
@@ -126,6 +129,9 @@ def retrain(config: RetrainConfig) -> RunResult:
             cache_bottlenecks(run, open_caches)
         with run.phase("sets"):
             assemble_sets(run)
+        if config.selection is not None:
+            with run.phase("select"):
+                select_setting(run, open_caches)
         with run.phase("training"):
             train_new_layer(run)
         if config.fine_tune.enabled:
@@ -195,6 +201,57 @@ def assemble_sets(run: Run) -> None:
     run.counts = check_usable(run.splits, run.images.skipped, config.run.strict)
     run.test, run.test_rows = pick_test_images(run.data["testing"], config.training.test_batch_size,
                                                config.training.seed)
+
+
+def select_setting(run: Run, open_caches: contextlib.ExitStack) -> None:
+    """--preset auto: cross-validate the grid on the training and validation images, then run with the setting
+    chosen.  The test images take no part, so the final test accuracy still measures a setting chosen without
+    them.  When another bottleneck layer wins, the run goes on with that layer's network and cache."""
+    config = run.config
+    flags = config.flags()
+    fixed = {flag: flags[flag] for flag in sorted(config.selection.fixed)}
+    grid, loaded = model_selection.GRID, config.bottlenecks.bottleneck_layer
+    if config.bottlenecks.tfhub_module != BUILTIN_MODULE:
+        grid = model_selection.without_layer(grid)
+    elif config.fine_tune.enabled:  # its activations were cached below the loaded block
+        fixed[model_selection.LAYER_FLAG] = loaded
+    layers = list(dict.fromkeys(p.get(model_selection.LAYER_FLAG, loaded) for p in
+                                model_selection.grid_points(fixed, grid)))
+    names = run.plain["training"].names + run.plain["validation"].names
+    y = np.concatenate([run.plain["training"].y, run.plain["validation"].y])
+    networks = {loaded: (run.module, run.cache)}
+    vectors = {loaded: np.concatenate([run.plain["training"].x, run.plain["validation"].x])}
+    for layer in layers:
+        if layer not in networks:
+            networks[layer] = other_layer(run, layer, open_caches)
+            sets = load_sets(networks[layer][1], run.splits, run.images.digest_of, networks[layer][0].bottleneck_size)
+            assert sets["training"].names + sets["validation"].names == names  # the same images, in the same order
+            vectors[layer] = np.concatenate([sets["training"].x, sets["validation"].x])
+    digest_by_name = {str(path): digest for path, digest in run.images.digest_of.items()}
+    fold = assign_folds(y, [digest_by_name[n] for n in names], model_selection.FOLDS, config.training.seed or 0)
+    run.selection = model_selection.select(vectors, y, fold, len(run.labels), config.training, fixed, grid)
+    for line in run.selection.log_lines():
+        log.info(line)
+    run.config = with_flags(config, run.selection.setting)
+    chosen = run.config.bottlenecks.bottleneck_layer
+    if chosen != loaded:  # its distorted copies too, when asked for; then its sets
+        run.module, run.cache = networks[chosen]
+        run.images = bottlenecks.ensure(cached_settings(run.config), run.module, run.cache, run.classes, run.splits,
+                                        show_progress=not run.config.run.quiet)
+        assemble_sets(run)
+
+
+def other_layer(run: Run, layer: str, open_caches: contextlib.ExitStack):
+    """The built-in network ending at another block, and its cache with every image's plain bottleneck."""
+    settings = dataclasses.replace(run.config.bottlenecks, flip_left_right=False, random_crop=0, random_scale=0,
+                                   random_brightness=0)  # no distorted copies unless this layer is chosen
+    module = with_precision(load_module(BUILTIN_MODULE, settings.model_dir, log=log.info, top_block=layer),
+                            run.precision)
+    cache = BottleneckCache(settings.bottleneck_dir, module.identity, module.bottleneck_size, log=log.warning)
+    open_caches.callback(cache.close)
+    log.info("--preset auto: the %s bottlenecks, to compare with %s's.", layer, run.config.bottlenecks.bottleneck_layer)
+    bottlenecks.ensure(settings, module, cache, run.classes, run.splits, show_progress=not run.config.run.quiet)
+    return module, cache
 
 
 def train_new_layer(run: Run) -> None:
@@ -300,6 +357,7 @@ def report(run: Run) -> RunResult:
                                                 seed=run.config.training.seed,
                                                 cache_dir=run.config.bottlenecks.bottleneck_dir),
         multi_label=run.multi.summary_fields() if run.multi else None,
+        model_selection=run.selection.summary() if run.selection else None,
     ))
     log.info("Wrote the report to %s", run.config.report_dir)
     return RunResult(run.labels, run.layer, run.result.accuracy, run.multi.test.count if run.multi else

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from ..config.checks import check_settings
-from ..config.settings import PRESETS, RetrainConfig, settings_fields, with_flags
+from ..config.settings import AUTO_PRESET, PRESETS, ModelSelection, RetrainConfig, settings_fields, with_flags
 from ..errors import EXIT_OK, UserError
 from ..model.modules import BUILTIN_MODULE
 from ..model.tf_import import quiet_tensorflow
@@ -67,16 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
                 "'mobilenet_<1.0|0.75|0.50|0.25>_<size>'.")
         if flag == "how_many_training_steps":
             groups[group].add_argument(
-                "--preset", choices=sorted(PRESETS),
+                "--preset", choices=sorted([*PRESETS, AUTO_PRESET]),
                 help="A measured combination of the training options and --bottleneck_layer; flags given "
-                "explicitly still win.")
+                "explicitly still win. auto: the combination that cross-validates best on these images, from a "
+                "small grid, searched over every option not given explicitly (docs/accuracy.md).")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> RetrainConfig:
     """Turn parsed flags into the checked configuration; raises UserError for inconsistent values."""
     given = dict(vars(args))
-    preset = dict(PRESETS[given.pop("preset", "classic")])
+    preset_name = given.pop("preset", "classic")
+    preset = dict(PRESETS.get(preset_name, {}))  # auto starts from the classic defaults
     architecture = given.pop("architecture", None)
     if architecture:
         if architecture not in ARCHITECTURES:
@@ -94,8 +96,20 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         if "Path" in types[flag]:  # an empty optional path means "not asked for"
             given[flag] = Path(value) if value else None
     config = with_flags(RetrainConfig(), {**preset, **given})
+    if preset_name == AUTO_PRESET:
+        config = dataclasses.replace(config, selection=auto_selection(config, given))
     check_settings(config)  # every check before any work
     return config
+
+
+def auto_selection(config: RetrainConfig, given: dict) -> ModelSelection:
+    """--preset auto: the search, with the flags given explicitly fixed at their value."""
+    from ..training.model_selection import SEARCHED_FLAGS
+
+    if config.input.multi_label:
+        raise UserError("--preset auto chooses the setting of a softmax layer and does not apply to --multi_label; "
+                        "use --preset best or give the training flags.")
+    return ModelSelection(fixed=frozenset(flag for flag in given if flag in SEARCHED_FLAGS))
 
 
 def retrain_main(argv) -> int:

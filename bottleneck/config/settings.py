@@ -280,6 +280,14 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class ModelSelection:
+    """--preset auto: the training options and --bottleneck_layer are chosen by cross-validation on the run's own
+    images (training/model_selection.py), except the flags given explicitly (``fixed``), which keep their value."""
+
+    fixed: frozenset[str] = frozenset()  # flag names
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     """One run's settings, group by group."""
 
@@ -291,6 +299,8 @@ class RetrainConfig:
     export: ExportSettings = field(default_factory=ExportSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    # Not a group of flags: set by --preset auto, None otherwise (the setting is then the flags' own).
+    selection: ModelSelection | None = None
 
     @property
     def report_dir(self) -> Path:
@@ -313,6 +323,8 @@ def thresholds_path(labels_path) -> Path:
 def settings_fields():
     """(group name, field, flag name) for every setting, in --help order."""
     for group in dataclasses.fields(RetrainConfig):
+        if group.default_factory is dataclasses.MISSING:  # not a group of flags (selection)
+            continue
         for f in dataclasses.fields(group.default_factory):
             yield group.name, f, f.metadata.get("flag") or f.name
 
@@ -334,4 +346,6 @@ PRESETS = {
     "classic": {},
     "best": {"optimizer": "adam", "learning_rate": 0.001, "bottleneck_layer": "mixed_9"},
 }
+# Not a combination but a search: the setting that cross-validates best on the run's own images (ModelSelection).
+AUTO_PRESET = "auto"
 

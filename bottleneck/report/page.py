@@ -191,6 +191,28 @@ def _coverage_table(summary: Mapping) -> str:
             f'</tr></thead><tbody>{body}</tbody></table>')
 
 
+def _flags(setting: Mapping, leave_out=()) -> str:
+    return " ".join(f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}"
+                    for flag, value in setting.items() if flag not in leave_out)
+
+
+def _selection_table(selection: Mapping) -> str:
+    """--preset auto's table: every setting tried, best first, the chosen one marked."""
+    fixed = selection.get("fixed") or {}
+    rows = []
+    for r in sorted(selection["table"], key=lambda r: -(r["mean_accuracy"] or 0)):
+        mark = "chosen" if r["chosen"] else "within noise" if r["within_noise"] else ""
+        rows.append(f'<tr class="{"total" if r["chosen"] else ""}"><td><code>{_e(_flags(r["setting"], fixed))}</code>'
+                    f'</td><td class="num">{_pct(r["mean_accuracy"])}</td><td class="num">{_pct(r["std"])}</td>'
+                    f'<td>{_e(mark)}</td></tr>')
+    given = f" Given, so not searched: <code>{_e(_flags(fixed))}</code>." if fixed else ""
+    return (f'<p class="hint">Chosen: <code>{_e(_flags(selection["chosen"]))}</code>. Each setting was trained on '
+            f'{selection["folds"]} folds of the {selection["images"]:,} training and validation images and scored on '
+            f'the fold it did not see ({selection["seconds"]:.1f} s); rule: {_e(selection["rule"])}.{given}</p>'
+            '<table class="metrics"><thead><tr><th>setting</th><th>mean accuracy</th><th>std</th><th></th></tr>'
+            f'</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
 def _confusion(summary: Mapping, report_dir: Path, matrix: np.ndarray, labels: list[str]) -> str:
     n = len(labels)
     if matrix.sum() == 0:
@@ -436,6 +458,9 @@ def write_page(report_dir, summary: dict, page: PageData, views: Views | None = 
     cal_note = f'<p class="hint">Confidence: {_e(cal.get("note", ""))}.</p>' if cal else ""
     sections.append(("summary", "Summary", banner + _cards(summary) + cal_note + _per_class_table(summary)
                      + _coverage_table(summary)))
+    if summary.get("model_selection"):
+        sections.append(("model-selection", "Setting chosen by --preset auto",
+                         _selection_table(summary["model_selection"])))
     curves = _png_uri(report_dir / CURVES_FILE)
     sections.append(("curves", "Training curves",
                      f'<img class="plot" src="{curves}" alt="training curves">' if curves else "<p>No plot.</p>"))

@@ -86,6 +86,7 @@ class ReportData:
     page: PageData | None = None  # with it, report.html is written too
     views: ViewInputs | None = None  # with it and a page, the page shows heatmaps and a data map
     multi_label: dict | None = None  # a multi-label run's figures per label (training/multi_label_run.py)
+    model_selection: dict | None = None  # --preset auto: the table and the setting chosen (training/model_selection.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +254,7 @@ def build_summary(data: ReportData, report_dir: Path | None = None) -> dict:
         "fine_tune": dict(data.fine_tune) if data.fine_tune else None,
         "network_fine_tune": dict(data.network_fine_tune) if data.network_fine_tune else None,
         "calibration": dict(data.calibration) if data.calibration else None,
+        "model_selection": dict(data.model_selection) if data.model_selection else None,
         "data_checks": None,
     }
     if data.findings is not None:
