@@ -150,3 +150,27 @@ def test_too_few_images_to_cross_validate_is_one_sentence():
     x, y = separable(n=4)
     with pytest.raises(UserError, match="--preset auto needs"):
         ms.select({"mixed_10": x}, y, np.zeros(4, np.int64), 2, TrainSettings(), {}, SHORT_GRID)  # one fold
+
+
+def test_a_run_goes_on_with_the_layer_chosen(tmp_path, inception_model_dir, monkeypatch, caplog, capsys):
+    """The built-in network loaded at its classic block; the search (here a grid of mixed_9 alone) picks the other:
+    training, export and report then use mixed_9's network and cache."""
+    monkeypatch.setattr(ms, "GRID", (ms.Axis((ms.LAYER_FLAG,), (("mixed_9",),)),) + ms.without_layer(SHORT_GRID)[:1])
+    images = make_dataset(tmp_path / "images", {"red": 5, "green": 5})
+    code, log, err = run_retrain(tmp_path, images, "inception_v3", caplog, capsys, "--preset=auto",
+                                 f"--model_dir={inception_model_dir}", "--precision=float32", "--skip_data_checks",
+                                 "--skip_heatmaps")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "graph_report" / "summary.json").read_text())
+    assert summary["model_selection"]["chosen"][ms.LAYER_FLAG] == "mixed_9"
+    assert summary["settings"]["bottleneck_layer"] == "mixed_9"
+    assert summary["module"]["identity"].endswith("|bottleneck:mixed_9")
+    assert "the mixed_9 bottlenecks, to compare with mixed_10's" in log
+    # The exported graph ends at mixed_9: mixed_10's weights are not in it.
+    from bottleneck.model.inception_v3 import tuned_parameter_names
+    from bottleneck.model.weights import load_weights, weights_path
+
+    arrays = load_weights(weights_path(inception_model_dir))
+    mixed_10_bytes = sum(arrays[k].nbytes for k in tuned_parameter_names(arrays, 1))
+    network_bytes = sum(a.nbytes for a in arrays.values())
+    assert (tmp_path / "out" / "graph.pb").stat().st_size < network_bytes - 0.9 * mixed_10_bytes
