@@ -222,7 +222,7 @@ def train_shared(x: np.ndarray, y: np.ndarray, held_x: np.ndarray, held_y: np.nd
     """
     from threadpoolctl import threadpool_limits
 
-    heads = list(dict.fromkeys(_head(p) for p in points))  # (optimizer, learning rate, weight decay, smoothing)
+    heads = list(dict.fromkeys(_head(p, settings) for p in points))  # optimizer, rate, decay, smoothing
     checkpoints = sorted({int(p[STEPS_FLAG]) if STEPS_FLAG in p else settings.steps for p in points})
     rng = np.random.default_rng(seed)
     bank = _Heads(heads, x.shape[1], num_classes, rng)
@@ -240,12 +240,13 @@ def train_shared(x: np.ndarray, y: np.ndarray, held_x: np.ndarray, held_y: np.nd
             bank.step(xb, eye[y[rows]], step)
             if step + 1 in checkpoints:
                 scored[step + 1] = bank.accuracy(held_x.astype(np.float32, copy=False), held_y)
-    return np.array([scored[int(p.get(STEPS_FLAG, settings.steps))][heads.index(_head(p))] for p in points])
+    return np.array([scored[int(p.get(STEPS_FLAG, settings.steps))][heads.index(_head(p, settings))] for p in points])
 
 
-def _head(point: Mapping[str, object]) -> tuple:
-    return tuple(point.get(flag, CLASSIC[flag]) for flag in ("optimizer", "learning_rate", "weight_decay",
-                                                             "label_smoothing"))
+def _head(point: Mapping[str, object], settings: TrainSettings) -> tuple:
+    """What a point trains with, beyond its steps; the run's own value of a flag the grid does not set."""
+    return tuple(point.get(flag, getattr(settings, flag)) for flag in ("optimizer", "learning_rate", "weight_decay",
+                                                                       "label_smoothing"))
 
 
 class _Heads:
