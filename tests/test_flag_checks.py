@@ -29,7 +29,8 @@ def refused(tmp_path, images, module, caplog, capsys, *flags) -> str:
 
 
 FLOAT_FLAGS = ["learning_rate", "weight_decay", "label_smoothing", "dropout", "testing_percentage",
-               "validation_percentage", "assert_accuracy_at_least", "fine_tune_learning_rate"]
+               "validation_percentage", "assert_accuracy_at_least", "fine_tune_learning_rate", "network_learning_rate",
+               "network_warmup", "network_weight_decay", "network_label_smoothing"]
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
