@@ -194,7 +194,7 @@ class NetworkTuneSettings:
                              flag="network_optimizer", choices=("momentum", "adam"))
     # Far below a new layer's own, since every weight starts trained.
     learning_rate: float = setting(
-        1e-3, "Peak learning rate of the network's weights while fine-tuning the whole network (the new layer's is "
+        3e-4, "Peak learning rate of the network's weights while fine-tuning the whole network (the new layer's is "
         "ten times higher), reached after the warm-up and decayed to zero along a cosine; with adam, try 0.00002.",
         flag="network_learning_rate", check=POSITIVE)
     warmup: float = setting(0.1, "The share of --fine_tune_network's steps over which its learning rate rises from "
