@@ -79,7 +79,7 @@ def run(config: RetrainConfig, module: FeatureModule, precision: Precision, laye
     with Progress(steps, "Fine-tuning the network", enabled=not config.run.quiet, interval_s=30) as bar:
         result = tune_network(network, layer, train, validation, len(labels), settings, distortion, module.height,
                               module.width, folder, compute_dtype, devices, config.training.seed,
-                              on_step=bar.update, on_epoch=lambda point: bar.update(0))
+                              on_step=bar.update)
     _report(result)
     _remove_other_jobs(folder)
     test_logits = classify_images(network, result.layer, test, module.height, module.width, batch_size, compute_dtype)
