@@ -174,3 +174,27 @@ def test_a_run_goes_on_with_the_layer_chosen(tmp_path, inception_model_dir, monk
     mixed_10_bytes = sum(arrays[k].nbytes for k in tuned_parameter_names(arrays, 1))
     network_bytes = sum(a.nbytes for a in arrays.values())
     assert (tmp_path / "out" / "graph.pb").stat().st_size < network_bytes - 0.9 * mixed_10_bytes
+
+
+def test_whole_network_fine_tuning_tunes_the_network_of_the_layer_chosen(tmp_path, inception_model_dir, monkeypatch,
+                                                                           caplog, capsys):
+    """--preset auto with --fine_tune_network: the search picks mixed_9, so the network that is fine-tuned and
+    exported is the one ending at mixed_9, starting from the layer trained with the chosen setting."""
+    monkeypatch.setattr(ms, "GRID", (ms.Axis((ms.LAYER_FLAG,), (("mixed_9",),)),) + ms.without_layer(SHORT_GRID)[:1])
+    images = make_dataset(tmp_path / "images", {"red": 5, "green": 5})
+    code, log, err = run_retrain(tmp_path, images, "inception_v3", caplog, capsys, "--preset=auto",
+                                 "--fine_tune_network", "--network_epochs=1", "--network_batch_size=4",
+                                 f"--model_dir={inception_model_dir}", "--precision=float32", "--skip_data_checks",
+                                 "--skip_heatmaps")
+    assert code == 0, err
+    out = tmp_path / "out"
+    summary = json.loads((out / "graph_report" / "summary.json").read_text())
+    assert summary["model_selection"]["chosen"][ms.LAYER_FLAG] == "mixed_9"
+    assert summary["network_fine_tune"]["history"][-1]["epoch"] == 1
+    assert summary["timings_s"]["select"] < summary["timings_s"]["fine_tune_network"]  # it ran after the choice
+    assert log.index("--preset auto chose") < log.index("Whole network, epoch 1/1")
+    (checkpoint,) = (out / "checkpoint").glob("ckpt_network/*/checkpoint.npz")
+    with np.load(checkpoint) as saved:
+        blocks = {key.split(":", 1)[1].split("/")[0] for key in saved.files if key.startswith("kept:")}
+    assert "mixed_9" in blocks and "mixed_10" not in blocks  # the chosen layer's network, not the loaded one's
+    assert "|bottleneck:mixed_9" in summary["module"]["identity"]
