@@ -12,6 +12,7 @@ normalisation, so the rest of the tool always feeds [0, 1] RGB images.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,15 @@ class FeatureModule:
     def network_identity(self) -> str:
         """The identity of the network's weights and preprocessing, whichever block is the bottleneck."""
         return self.identity.replace(f"|bottleneck:{self.top_block}", "")
+
+    def tuned_identity(self, how: str, values: dict[str, np.ndarray], names) -> str:
+        """This module's identity with ``values`` in place of its weights ``names``: an identity of its own, so
+        that a tuned network's vectors never share a cache key with the original's."""
+        digest = hashlib.sha256()
+        for name in names:
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(values[name]).tobytes())
+        return f"{self.identity}|{how}:{digest.hexdigest()[:16]}"
 
 
 def load_module(spec: str, model_dir, log=print, top_block: str = inception_v3.CLASSIC_TOP_BLOCK) -> FeatureModule:

@@ -22,7 +22,6 @@ with the original network's.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -101,11 +100,7 @@ def _module_variables(owner) -> list:
 def tuned_module(module: FeatureModule, network: TrainableNetwork) -> FeatureModule:
     """The feature module that computes with the network's current (tuned) values, for every export."""
     values = network.values()
-    digest = hashlib.sha256()
-    for name in network.names:
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(values[name]).tobytes())
-    identity = f"{module.identity}|network-tuned:{digest.hexdigest()[:16]}"
+    identity = module.tuned_identity("network-tuned", values, network.names)
     if module.weights is not None:
         weights = {**module.weights, **values}
         return dataclasses.replace(module, identity=identity, weights=weights, classic_cache_suffixes=(),

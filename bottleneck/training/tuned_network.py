@@ -8,7 +8,6 @@ export then traces.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,13 +55,10 @@ def classify(weights: dict[str, np.ndarray], blocks: int, layer: TrainedLayer, d
 
 def tuned_module(module: FeatureModule, weights: dict[str, np.ndarray], blocks: int) -> FeatureModule:
     """The feature module whose top blocks carry the fine-tuned weights, for every export."""
-    digest = hashlib.sha256()
-    for name in inception_v3.tuned_parameter_names(weights, blocks, module.top_block):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(weights[name]).tobytes())
+    names = inception_v3.tuned_parameter_names(weights, blocks, module.top_block)
     return dataclasses.replace(
         module,
-        identity=f"{module.identity}|fine-tuned:{digest.hexdigest()[:16]}",
+        identity=module.tuned_identity("fine-tuned", weights, names),
         features=inception_v3.build_feature_fn(weights, module.top_block),
         weights=weights,
         classic_cache_suffixes=(),
