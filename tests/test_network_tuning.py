@@ -221,6 +221,36 @@ def test_a_batch_spread_over_two_devices_trains_as_on_one(tmp_path):
     assert scale > 0.01 and difference < 1e-5 * max(1.0, scale)
 
 
+def test_the_validation_scores_kept_are_those_of_the_kept_weights_also_after_a_resume(tmp_path):
+    """The run calibrates and reports on the kept epoch's validation scores without scoring the images again:
+    they must be what the kept network and layer compute, whether the epoch was trained now or before a resume."""
+    from bottleneck.config.settings import NetworkTuneSettings
+    from bottleneck.data.distort import Distortion
+    from bottleneck.model.modules import load_module
+    from bottleneck.model.trainable import trainable_network
+    from bottleneck.training.layer import TrainedLayer
+    from bottleneck.training.network_tuning import LabelledImages, classify_images, tune_network
+
+    module = load_module(str(build_tiny_module(tmp_path / "tiny")), None)
+    paths = sorted(make_dataset(tmp_path / "images", 6).rglob("*.jpg"))
+    y = np.array([["blue", "green", "red"].index(p.parent.name) for p in paths], np.int32)
+    train = LabelledImages(paths[::2], [p.name for p in paths[::2]], y[::2])
+    validation = LabelledImages(paths[1::2], [p.name for p in paths[1::2]], y[1::2])
+    settings = NetworkTuneSettings(enabled=True, epochs=3, learning_rate=0.01, batch_size=4, patience=0)
+    network = trainable_network(module)
+    start = network.values()
+    layer = TrainedLayer(np.full((24, 3), 0.01, np.float32), np.zeros(3, np.float32))
+    for attempt in ("trained", "resumed with nothing left to train"):
+        network.assign(start)
+        result = tune_network(network, layer, train, validation, 3, settings, Distortion(flip_left_right=True),
+                              TINY_SIZE, TINY_SIZE, tmp_path / "checkpoint", seed=0)
+        assert (result.resumed_after == 3) == (attempt != "trained")
+        fresh = classify_images(network, result.layer, validation, TINY_SIZE, TINY_SIZE, 4)
+        assert result.validation_logits.shape == fresh.shape == (len(validation), 3), attempt
+        np.testing.assert_allclose(result.validation_logits, fresh, atol=1e-5, err_msg=attempt)
+        assert result.kept.validation_accuracy == float((fresh.argmax(axis=1) == validation.y).mean())
+
+
 @pytest.mark.inception
 def test_bfloat16_trains_float32_weights_of_the_real_network(tmp_path, inception_model_dir):
     """Mixed precision: the passes compute in bfloat16, the kept weights are float32 and have moved."""

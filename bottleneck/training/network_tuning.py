@@ -113,6 +113,7 @@ class NetworkTuneResult:
     seconds_per_epoch: float | None = None  # mean over the epochs this run trained
     compute_dtype: str = "float32"
     devices: list[str] = field(default_factory=list)
+    validation_logits: np.ndarray | None = None  # [N, C] the kept weights' scores of the validation images
 
     @property
     def helped(self) -> bool:
@@ -283,8 +284,9 @@ def tune_network(
             return load_plain(train, rows)
         return np.stack([distortion.load(train.paths[r], train.digests[r], epoch, height, width) for r in rows])
 
-    def validate(epoch: int, train_accuracy=None, train_loss=None, seconds=0.0) -> EpochPoint:
+    def validate(epoch: int, train_accuracy=None, train_loss=None, seconds=0.0) -> tuple[EpochPoint, np.ndarray]:
         point = EpochPoint(epoch, train_accuracy, train_loss, None, None, seconds)
+        logits = np.zeros((0, num_classes), np.float32)
         if len(validation):
             groups = [list(range(s, min(s + batch_size, len(validation)))) for s in range(0, len(validation),
                                                                                       batch_size)]
@@ -292,7 +294,7 @@ def tune_network(
                                      batches_ahead(lambda rows: load_plain(validation, rows), groups)])
             point.validation_accuracy = float((logits.argmax(axis=1) == validation.y).mean())
             point.validation_cross_entropy = cross_entropy(logits, validation.y)
-        return point
+        return point, logits
 
     def current() -> dict[str, np.ndarray]:
         return {name: w.numpy() for name, w in zip(names, weights)}
@@ -307,10 +309,11 @@ def tune_network(
     if state is not None:
         history = [EpochPoint(**p) for p in state["history"]]
         best_epoch, kept, stopped = state["best_epoch"], state["kept"], state["stopped_early"]
+        kept_logits = state["kept_logits"]
         log.info("Resuming the whole network's fine-tuning after epoch %d of %d (checkpoint in %s).",
                  history[-1].epoch, settings.epochs, checkpoint_dir)
     else:
-        before = validate(0)
+        before, kept_logits = validate(0)
         history, best_epoch, kept, stopped = [before], 0, current(), False
         _log_point(before, settings.epochs)
         if on_epoch is not None:
@@ -334,19 +337,20 @@ def tune_network(
             sizes.append(len(rows))
             if on_step is not None:
                 on_step()
-        point = validate(epoch, float(np.average(accuracies, weights=sizes)), float(np.average(losses, weights=sizes)))
+        point, logits = validate(epoch, float(np.average(accuracies, weights=sizes)),
+                                 float(np.average(losses, weights=sizes)))
         point.seconds = time.perf_counter() - epoch_started
         trained_seconds.append(point.seconds)
         history.append(point)
         _log_point(point, settings.epochs)
         best = next(p for p in history if p.epoch == best_epoch)
         if better(point, best):
-            best_epoch, kept = epoch, current()
+            best_epoch, kept, kept_logits = epoch, current(), logits
         stopped = bool(settings.patience) and epoch - best_epoch >= settings.patience and epoch < settings.epochs
         if stopped:
             log.info("No better validation accuracy for %d epochs: stopping after epoch %d of %d.",
                      settings.patience, epoch, settings.epochs)
-        _save(checkpoint_dir, names, weights, first_moment, second_moment, step_count, kept,
+        _save(checkpoint_dir, names, weights, first_moment, second_moment, step_count, kept, kept_logits,
               {"history": [asdict(p) for p in history], "best_epoch": best_epoch, "stopped_early": stopped})
         if on_epoch is not None:
             on_epoch(point)
@@ -360,7 +364,7 @@ def tune_network(
         batch_size=batch_size, resumed_after=resumed_after, stopped_early=stopped,
         seconds=time.perf_counter() - started,
         seconds_per_epoch=float(np.mean(trained_seconds)) if trained_seconds else None,
-        compute_dtype=compute_dtype, devices=devices)
+        compute_dtype=compute_dtype, devices=devices, validation_logits=kept_logits)
 
 
 def classify_images(network: TrainableNetwork, layer: TrainedLayer, data: LabelledImages, height: int, width: int,
@@ -393,12 +397,15 @@ def _log_point(point: EpochPoint, epochs: int) -> None:
     log.info("Whole network, %s: %s.", when, "; ".join(parts) or "no validation images")
 
 
-def _save(folder: Path | None, names, weights, first_moment, second_moment, step_count, kept, state: dict) -> None:
-    """One file with the weights, Adam's moments, the kept weights and the history, written whole or not at all."""
+def _save(folder: Path | None, names, weights, first_moment, second_moment, step_count, kept, kept_logits,
+          state: dict) -> None:
+    """One file with the weights, the optimizer's moments, the kept weights with their validation scores and the
+    history, written whole or not at all."""
     if folder is None:
         return
     state = {"epoch": state["history"][-1]["epoch"], **state}
-    arrays = {"step": np.array(int(step_count.numpy())), "state": np.array(json.dumps(state))}
+    arrays = {"step": np.array(int(step_count.numpy())), "state": np.array(json.dumps(state)),
+              "kept_validation_logits": kept_logits}
     for k, name in enumerate(names):
         arrays[f"w:{name}"] = weights[k].numpy()
         arrays[f"m:{name}"] = first_moment[k].numpy()
@@ -429,4 +436,5 @@ def _resume(folder: Path | None, names, weights, first_moment, second_moment, st
         second_moment[k].assign(arrays[f"v:{name}"])
     step_count.assign(int(arrays["step"]))
     state["kept"] = {name: arrays[f"kept:{name}"] for name in names}
+    state["kept_logits"] = arrays.get("kept_validation_logits")  # None in a checkpoint written before they were kept
     return state

@@ -83,8 +83,10 @@ def run(config: RetrainConfig, module: FeatureModule, precision: Precision, laye
     _report(result)
     _remove_other_jobs(folder)
     test_logits = classify_images(network, result.layer, test, module.height, module.width, batch_size, compute_dtype)
-    validation_logits = classify_images(network, result.layer, validation, module.height, module.width, batch_size,
-                                        compute_dtype)
+    validation_logits = result.validation_logits
+    if validation_logits is None:
+        validation_logits = classify_images(network, result.layer, validation, module.height, module.width,
+                                            batch_size, compute_dtype)
     exported = tuned_module(module, network) if result.helped else module
     return result, exported, test_logits, validation_logits
 
