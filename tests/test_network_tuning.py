@@ -142,6 +142,9 @@ def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_an_unbroken_one(t
     (["--fine_tune_network", "--network_epochs=0"], "--network_epochs must be a positive number, got 0."),
     (["--fine_tune_network", "--network_label_smoothing=1"],
      "--network_label_smoothing must be at least 0 and below 1"),
+    (["--fine_tune_network", "--network_blocks=2"], "--network_blocks works with the built-in --tfhub_module"),
+    (["--fine_tune_network", "--tfhub_module=inception_v3", "--bottleneck_layer=mixed_9", "--network_blocks=11"],
+     "--network_blocks must be at most 10 with --bottleneck_layer mixed_9, got 11"),
 ])
 def test_bad_network_tuning_flags_end_with_one_sentence(tmp_path, tiny_module, flags, message):
     code, log = retrain(tmp_path, make_dataset(tmp_path / "images", 5), tiny_module, *flags)
@@ -282,6 +285,36 @@ def test_bfloat16_trains_float32_weights_of_the_real_network(tmp_path, inception
     assert all(result.values[n].dtype == np.float32 for n in network.names)
     assert len(moved) > 0.9 * len(network.names)  # every block learns, the lowest convolutions included
     assert "conv/kernel" in moved
+
+
+@pytest.mark.inception
+def test_network_blocks_trains_the_top_blocks_and_leaves_the_rest_as_it_was(tmp_path, inception_model_dir):
+    from bottleneck.config.settings import NetworkTuneSettings
+    from bottleneck.data.distort import Distortion
+    from bottleneck.model.modules import load_module
+    from bottleneck.model.trainable import trainable_network
+    from bottleneck.training.layer import TrainedLayer
+    from bottleneck.training.network_tuning import LabelledImages, tune_network
+
+    module = load_module("inception_v3", inception_model_dir, log=lambda *a: None, top_block="mixed_9")
+    network = trainable_network(module, blocks=2)
+    assert {name.split("/")[0] for name in network.names} == {"mixed_8", "mixed_9"}
+    paths = sorted((ROOT / "examples" / "flower_photos").rglob("*.jpg"))[::20][:4]
+    data = LabelledImages(paths, [p.name for p in paths], np.array([0, 1, 0, 1], np.int32))
+    layer = TrainedLayer(np.zeros((2048, 2), np.float32), np.zeros(2, np.float32))
+    settings = NetworkTuneSettings(enabled=True, epochs=1, learning_rate=1e-3, batch_size=2, patience=0, blocks=2)
+    start = network.values()
+    result = tune_network(network, layer, data, LabelledImages([], [], np.zeros(0, np.int32)), 2, settings,
+                          Distortion(), 139, 139, None)
+    assert all(np.abs(result.values[n] - start[n]).max() > 0 for n in network.names)  # both blocks learn
+    # Below them the network computes as the module does: the exported module takes the two blocks' new weights
+    # and keeps every other array it had.
+    from bottleneck.model.trainable import tuned_module
+
+    tuned = tuned_module(module, network)
+    untouched = [k for k in module.weights if k.split("/")[0] not in ("mixed_8", "mixed_9")]
+    assert all(tuned.weights[k] is module.weights[k] for k in untouched)
+    assert tuned.identity != module.identity
 
 
 def test_a_default_run_does_none_of_it(tmp_path, tiny_module):

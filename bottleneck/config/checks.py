@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
-from ..model.inception_v3 import CLASSIC_TOP_BLOCK, MAX_TUNED_BLOCKS
+from ..model.inception_v3 import BLOCKS, CLASSIC_TOP_BLOCK, MAX_TUNED_BLOCKS, TOP_BLOCKS
 from ..model.modules import BUILTIN_MODULE
 from .settings import (
     FRACTION,
@@ -149,6 +149,18 @@ def check_network_tuning(config) -> None:
     if config.input.multi_label:
         raise UserError("--fine_tune_network trains single-label runs only; leave out --fine_tune_network or "
                         "--multi_label.")
+    blocks = config.network.blocks
+    if blocks and config.bottlenecks.tfhub_module != BUILTIN_MODULE:
+        raise UserError("--network_blocks works with the built-in --tfhub_module inception_v3 only; other modules are "
+                        "fine-tuned whole (--network_blocks 0).")
+    # --preset auto may go on with another layer than the one given: the bound must hold for every one it may pick.
+    layers = TOP_BLOCKS if config.selection is not None else (config.bottlenecks.bottleneck_layer,)
+    most = min(BLOCKS.index(layer) + 1 for layer in layers)
+    if blocks > most:
+        given = (f"--preset auto, which may pick any of {', '.join(TOP_BLOCKS)}" if config.selection is not None
+                 else f"--bottleneck_layer {layers[0]}")
+        raise UserError(f"--network_blocks must be at most {most} with {given}, got {blocks}; 0 trains the whole "
+                        "network.")
 
 
 def check_values(config) -> None:

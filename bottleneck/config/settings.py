@@ -209,6 +209,10 @@ class NetworkTuneSettings:
                             "validation accuracy (0: run every epoch).", flag="network_patience", check=NON_NEGATIVE)
     batch_size: int = setting(0, "How many images each step of --fine_tune_network trains on (0: as many as fit in "
                               "memory, at most 16).", flag="network_batch_size", check=NON_NEGATIVE)
+    blocks: int = setting(
+        0, "How many mixed blocks of the built-in Inception-v3 --fine_tune_network trains, counting down from "
+        "--bottleneck_layer (0: every block and the stem, the whole network); the blocks below stay as they are and "
+        "need no backward pass.", flag="network_blocks", check=NON_NEGATIVE)
 
 
 @dataclass(frozen=True)

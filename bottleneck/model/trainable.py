@@ -49,17 +49,22 @@ class TrainableNetwork:
             v.assign(values[name])
 
 
-def builtin_parameter_names(weights: dict[str, np.ndarray], top: str) -> list[str]:
-    """Every kernel and bias that the network up to ``top`` uses."""
-    used = set(STEM) | set(inception_v3.BLOCKS[:inception_v3.BLOCKS.index(top) + 1])
+def builtin_parameter_names(weights: dict[str, np.ndarray], top: str, blocks: int = 0) -> list[str]:
+    """Every kernel and bias that the network up to ``top`` uses, or those of its top ``blocks`` mixed blocks."""
+    if blocks:
+        used = set(inception_v3.tuned_blocks_below(top, blocks))
+    else:
+        used = set(STEM) | set(inception_v3.BLOCKS[:inception_v3.BLOCKS.index(top) + 1])
     return sorted(k for k in weights if k.endswith(("/kernel", "/bias")) and k.split("/")[0] in used)
 
 
-def trainable_network(module: FeatureModule) -> TrainableNetwork:
+def trainable_network(module: FeatureModule, blocks: int = 0) -> TrainableNetwork:
+    """The module's weights as variables: all of them, or (built-in network only) its top ``blocks`` mixed blocks',
+    the rest staying constants through which no gradient is computed."""
     import tensorflow as tf
 
     if module.weights is not None:
-        names = builtin_parameter_names(module.weights, module.top_block)
+        names = builtin_parameter_names(module.weights, module.top_block, blocks)
         variables = [tf.Variable(module.weights[n], name=n.replace("/", "_")) for n in names]
 
         def forward(images, dtype=tf.float32):
@@ -69,6 +74,7 @@ def trainable_network(module: FeatureModule) -> TrainableNetwork:
 
         return TrainableNetwork(names, variables, forward, bfloat16=True)
 
+    assert not blocks, "--network_blocks is the built-in network's (config/checks.py)"
     variables = _module_variables(getattr(module.features, "owner", None))
     if not variables:
         raise UserError(f"--fine_tune_network needs a network with trainable weights, and '{module.spec}' has none; "

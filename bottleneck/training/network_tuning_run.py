@@ -61,7 +61,7 @@ def run(config: RetrainConfig, module: FeatureModule, precision: Precision, laye
                               np.asarray(y)[list(rows)].astype(np.int32))
 
     train, validation, test = images("training"), images("validation"), images("testing", list(test_pick))
-    network = trainable_network(module)
+    network = trainable_network(module, settings.blocks)
     compute_dtype = "bfloat16" if precision.name == "bfloat16" and network.bfloat16 else "float32"
     batch_size = choose_batch_size(settings.batch_size, module.height, module.width, memory_available())
     settings = dataclasses.replace(settings, batch_size=batch_size)
@@ -71,8 +71,10 @@ def run(config: RetrainConfig, module: FeatureModule, precision: Precision, laye
     key = job_key(module.identity, labels, train, validation, settings, distortion, compute_dtype, config.training.seed)
     folder = checkpoint_root(config) / key
     parameters = sum(int(np.prod(v.shape)) for v in network.variables)
-    log.info("Fine-tuning the whole network (%s weights) with the new layer: up to %d epochs of %d training images "
-             "in batches of %d, in %s%s; distortions: %s.", f"{parameters:,}", settings.epochs, len(train), batch_size,
+    what = "the whole network" if not settings.blocks else f"the top {settings.blocks} block(s) of the network"
+    log.info("Fine-tuning %s (%s weights) with the new layer: up to %d epochs of %d training images "
+             "in batches of %d, in %s%s; distortions: %s.", what, f"{parameters:,}", settings.epochs, len(train),
+             batch_size,
              "bfloat16 with float32 weights" if compute_dtype == "bfloat16" else "float32",
              f", over {len(devices)} devices" if devices else "", _describe(distortion))
     steps = settings.epochs * max(1, math.ceil(len(train) / batch_size))
@@ -135,6 +137,7 @@ def summary(result: NetworkTuneResult, settings) -> dict:
         "label_smoothing": settings.label_smoothing,
         "patience": settings.patience,
         "batch_size": result.batch_size,
+        "blocks": settings.blocks,
         "compute_dtype": result.compute_dtype,
         "devices": result.devices,
         "helped": result.helped,
