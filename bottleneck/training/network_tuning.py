@@ -315,7 +315,7 @@ def tune_network(
     else:
         before, kept_logits = validate(0)
         history, best_epoch, kept, stopped = [before], 0, current(), False
-        _log_point(before, settings.epochs)
+        _log_point(before, settings)
         if on_epoch is not None:
             on_epoch(before)
     resumed_after = history[-1].epoch if state is not None else 0
@@ -342,7 +342,7 @@ def tune_network(
         point.seconds = time.perf_counter() - epoch_started
         trained_seconds.append(point.seconds)
         history.append(point)
-        _log_point(point, settings.epochs)
+        _log_point(point, settings)
         best = next(p for p in history if p.epoch == best_epoch)
         if better(point, best):
             best_epoch, kept, kept_logits = epoch, current(), logits
@@ -384,8 +384,9 @@ def classify_images(network: TrainableNetwork, layer: TrainedLayer, data: Labell
     return np.concatenate(parts) if parts else np.zeros((0, layer.biases.shape[0]), np.float32)
 
 
-def _log_point(point: EpochPoint, epochs: int) -> None:
-    when = "before fine-tuning" if point.epoch == 0 else f"epoch {point.epoch}/{epochs}"
+def _log_point(point: EpochPoint, settings: NetworkTuneSettings) -> None:
+    what = f"Top {settings.blocks} block(s) of the network" if settings.blocks else "Whole network"
+    when = "before fine-tuning" if point.epoch == 0 else f"epoch {point.epoch}/{settings.epochs}"
     parts = []
     if point.train_accuracy is not None:
         parts.append(f"train accuracy {point.train_accuracy * 100:.1f}%, cross entropy {point.train_cross_entropy:.4f}")
@@ -394,7 +395,7 @@ def _log_point(point: EpochPoint, epochs: int) -> None:
                      f"{point.validation_cross_entropy:.4f}")
     if point.epoch:
         parts.append(f"{point.seconds:.0f} s")
-    log.info("Whole network, %s: %s.", when, "; ".join(parts) or "no validation images")
+    log.info("%s, %s: %s.", what, when, "; ".join(parts) or "no validation images")
 
 
 def _save(folder: Path | None, names, weights, first_moment, second_moment, step_count, kept, kept_logits,
