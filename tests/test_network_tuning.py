@@ -287,6 +287,37 @@ def test_bfloat16_trains_float32_weights_of_the_real_network(tmp_path, inception
     assert "conv/kernel" in moved
 
 
+def test_lars_moves_every_weight_matrix_by_the_rate_times_its_own_size(tmp_path):
+    """One step from rest: with LARS the learning rate is the share of its norm that each matrix moves (the new
+    layer's at ten times the rate), however large its gradient is."""
+    from bottleneck.config.settings import NetworkTuneSettings
+    from bottleneck.data.distort import Distortion
+    from bottleneck.model.modules import load_module
+    from bottleneck.model.trainable import trainable_network
+    from bottleneck.training.layer import TrainedLayer
+    from bottleneck.training.network_tuning import HEAD_RATE_FACTOR, LabelledImages, tune_network
+
+    module = load_module(str(build_tiny_module(tmp_path / "tiny")), None)
+    paths = sorted(make_dataset(tmp_path / "images", 3).rglob("*.jpg"))
+    y = np.array([["blue", "green", "red"].index(p.parent.name) for p in paths], np.int32)
+    data = LabelledImages(paths, [p.name for p in paths], y)
+    network = trainable_network(module)
+    start = network.values()
+    layer = TrainedLayer(np.random.default_rng(0).normal(0, 0.1, (24, 3)).astype(np.float32), np.zeros(3, np.float32))
+    rate = 0.01
+    settings = NetworkTuneSettings(enabled=True, epochs=1, optimizer="lars", learning_rate=rate, warmup=0,
+                                   weight_decay=0, label_smoothing=0, batch_size=len(paths), patience=0)
+    result = tune_network(network, layer, data, LabelledImages([], [], np.zeros(0, np.int32)), 3, settings,
+                          Distortion(), TINY_SIZE, TINY_SIZE, None)
+    matrices = [n for n in network.names if start[n].ndim >= 2]
+    assert matrices
+    for name in matrices:
+        moved = np.linalg.norm(result.values[name] - start[name]) / np.linalg.norm(start[name])
+        assert moved == pytest.approx(rate, rel=1e-3), name
+    head_moved = np.linalg.norm(result.layer.weights - layer.weights) / np.linalg.norm(layer.weights)
+    assert head_moved == pytest.approx(rate * HEAD_RATE_FACTOR, rel=1e-3)
+
+
 @pytest.mark.inception
 def test_network_blocks_trains_the_top_blocks_and_leaves_the_rest_as_it_was(tmp_path, inception_model_dir):
     from bottleneck.config.settings import NetworkTuneSettings

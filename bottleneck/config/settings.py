@@ -190,8 +190,10 @@ class NetworkTuneSettings:
         flag="fine_tune_network")
     epochs: int = setting(8, "How many passes over the training images --fine_tune_network makes at most.",
                           flag="network_epochs", check=POSITIVE)
-    optimizer: str = setting("momentum", "Optimizer of --fine_tune_network: momentum (SGD, 0.9) or adam.",
-                             flag="network_optimizer", choices=("momentum", "adam"))
+    optimizer: str = setting(
+        "momentum", "Optimizer of --fine_tune_network: momentum (SGD, 0.9), adam, or lars (SGD with momentum whose "
+        "step for each weight matrix is scaled to the matrix's norm: the learning rate is then the share of its size "
+        "a kernel moves per step).", flag="network_optimizer", choices=("momentum", "adam", "lars"))
     # Far below a new layer's own, since every weight starts trained.
     learning_rate: float = setting(
         3e-4, "Peak learning rate of the network's weights while fine-tuning the whole network (the new layer's is "

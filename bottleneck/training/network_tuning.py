@@ -6,11 +6,18 @@ training images afresh and distorts each one anew (the run's distortion
 flags, a fixed function of the image and the epoch), runs them forwards and
 backwards through the whole network, and updates every weight:
 
-- **Optimizer.**  SGD with momentum by default, Adam on request, with
-  decoupled weight decay and the new layer at ten times the network's rate.
-  SGD's steps follow each gradient's own scale; Adam's are about the same size
-  for every weight, which moved the small kernels of this network's lower
-  layers too far (docs/fine-tuning.md).  The network's weights
+- **Optimizer.**  SGD with momentum by default, Adam or LARS on request,
+  with decoupled weight decay and the new layer at ten times the network's
+  rate.  SGD's steps follow each gradient's own scale; Adam's are about the
+  same size for every weight, which moved the small kernels of this network's
+  lower layers too far (docs/fine-tuning.md).  With batch normalisation
+  folded into the kernels, a gradient's size relative to its kernel differs
+  by two orders of magnitude between the stem and the top blocks, so one SGD
+  rate moves the stem's kernels far more, relative to their size, than the
+  top's; LARS (You, Gitman and Ginsburg, "Large Batch Training of
+  Convolutional Networks", 2017) scales each matrix's gradient to the
+  matrix's own norm, so that the rate is the share of its size that every
+  kernel moves per step (biases keep plain SGD).  The network's weights
   decay towards their trained starting values rather than towards zero (L2-SP,
   Li et al., "Explicit Inductive Bias for Transfer Learning with Convolutional
   Networks", 2018), so a small data set cannot drag them far from what
@@ -266,6 +273,9 @@ def tune_network(
                 corrected = step_rate * tf.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
                 update = corrected * first_moment[k] / (tf.sqrt(second_moment[k]) + ADAM_EPSILON)
             else:
+                if settings.optimizer == "lars" and len(w.shape) >= 2:  # kernels and the new layer's matrix
+                    w_norm, g_norm = tf.norm(w), tf.norm(g)
+                    g = g * tf.where(g_norm > 0, w_norm / tf.maximum(g_norm, 1e-30), 0.0)
                 first_moment[k].assign(MOMENTUM * first_moment[k] + g)
                 update = step_rate * first_moment[k]
             anchor = start_values[k] if in_network else tf.zeros_like(w)
