@@ -49,13 +49,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cached import filled_cache
 from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cache.sets import SplitData
-from bottleneck.cache.store import BottleneckCache, Entry
+from bottleneck.cache.store import Entry
 from bottleneck.data.images import load_for_model
 from bottleneck.data.walk import list_images
 from bottleneck.data_checks.label_errors import assign_folds
-from bottleneck.extraction.batches import Job, compute_missing
 from bottleneck.model.inception_v3 import INPUT_SIZE, split_network
 from bottleneck.model.modules import BUILTIN_MODULE, load_module
 from bottleneck.model.weights import default_model_dir
@@ -73,22 +73,11 @@ def plain_vectors(args, paths):
     """The plain bottlenecks of each block from the tool's cache, computing the missing ones there."""
     vectors, digests, timing = {}, None, {}
     for top in BLOCKS:
-        module = load_module(BUILTIN_MODULE, args.model_dir, top_block=top)
-        cache = BottleneckCache(args.bottleneck_dir, module.identity, module.bottleneck_size)
-        try:
-            digest_of, unreadable = cache.digests(paths)
-            assert not unreadable, unreadable
-            present = cache.present([Entry(d) for d in digest_of.values()])
-            jobs = [Job(Entry(d), path) for path, d in digest_of.items() if Entry(d) not in present]
-            started = time.perf_counter()
-            compute_missing(module, jobs, cache)
-            seconds = time.perf_counter() - started
-            vectors[top] = cache.matrix([Entry(digest_of[p]) for p in paths])
-        finally:
-            cache.close()
-        digests = [digest_of[p] for p in paths]
-        timing[top] = {"computed": len(jobs), "seconds": seconds}
-        print(f"plain {top}: {len(jobs)} computed in {seconds:.0f} s", flush=True)
+        with filled_cache(args.model_dir, args.bottleneck_dir, top, paths) as filled:
+            vectors[top] = filled.cache.matrix([Entry(filled.digest_of[p]) for p in paths])
+        digests = [filled.digest_of[p] for p in paths]
+        timing[top] = {"computed": filled.computed, "seconds": filled.seconds}
+        print(f"plain {top}: {filled.computed} computed in {filled.seconds:.0f} s", flush=True)
     return vectors, digests, timing
 
 

@@ -18,18 +18,15 @@ nothing when cached).  The new layer is then trained with
 """
 import argparse
 import logging
-import time
 
 import numpy as np
 
+from bench.cached import filled_cache
 from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cache.sets import SplitData, load_sets
-from bottleneck.cache.store import BottleneckCache, Entry
 from bottleneck.data.split import split_class
 from bottleneck.data.walk import list_images
-from bottleneck.extraction.batches import Job, compute_missing
 from bottleneck.model.inception_v3 import TOP_BLOCKS
-from bottleneck.model.modules import BUILTIN_MODULE, load_module
 from bottleneck.model.weights import default_model_dir
 from bottleneck.training.layer import TrainSettings, train_layer
 from bottleneck.training.numerics import layer_probabilities
@@ -74,19 +71,9 @@ def main():
     rows = []
     print(f"{'bottleneck':10} {'size':>5} {'val %':>6} {'test %':>7} {'10-fold CV %':>13} {'extraction s':>13}")
     for top in TOP_BLOCKS:
-        module = load_module(BUILTIN_MODULE, args.model_dir, top_block=top)
-        cache = BottleneckCache(args.bottleneck_dir, module.identity, module.bottleneck_size)
-        try:
-            digest_of, unreadable = cache.digests(paths)
-            assert not unreadable, unreadable
-            present = cache.present([Entry(d) for d in digest_of.values()])
-            jobs = [Job(Entry(d), path) for path, d in digest_of.items() if Entry(d) not in present]
-            started = time.perf_counter()
-            compute_missing(module, jobs, cache)
-            seconds = time.perf_counter() - started
-            data = load_sets(cache, splits, digest_of, module.bottleneck_size)
-        finally:
-            cache.close()
+        with filled_cache(args.model_dir, args.bottleneck_dir, top, paths) as filled:
+            module, digest_of, seconds = filled.module, filled.digest_of, filled.seconds
+            data = load_sets(filled.cache, splits, digest_of, module.bottleneck_size)
         val, test = [], []
         for seed in range(args.seeds):
             layer = train_layer(data["training"], data["validation"], len(splits), settings(seed))
@@ -96,9 +83,9 @@ def main():
         rows.append({"bottleneck_layer": top, "size": module.bottleneck_size, "validation_accuracy": np.mean(val),
                      "test_accuracy": np.mean(test), "cross_validated_accuracy": cv, "images": len(digest_of),
                      "validation_count": len(data["validation"].y), "test_count": len(data["testing"].y),
-                     "computed": len(jobs), "extraction_seconds": seconds})
+                     "computed": filled.computed, "extraction_seconds": seconds})
         print(f"{top:10} {module.bottleneck_size:5d} {np.mean(val):6.1f} {np.mean(test):7.1f} {cv:13.1f} "
-              f"{seconds:13.1f}" + (f" ({len(jobs)} images)" if jobs else ""), flush=True)
+              f"{seconds:13.1f}" + (f" ({filled.computed} images)" if filled.computed else ""), flush=True)
     if args.json:
         write_result(args.json, {"command": command(), "machine": measured_on, "image_dir": args.image_dir,
                                  "seeds": args.seeds, "folds": FOLDS, "rows": rows})
