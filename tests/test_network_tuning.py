@@ -355,3 +355,21 @@ def test_a_default_run_does_none_of_it(tmp_path, tiny_module):
     assert summary["network_fine_tune"] is None and "Whole network" not in log
     assert not (tmp_path / "out" / "checkpoint" / "ckpt_network").exists()
     assert "bottlenecks cached" in log and "distorted" in log.lower()  # the distorted copies are cached as before
+
+
+def test_early_stopping_counts_from_the_best_fine_tuned_epoch_not_from_the_start():
+    """The LARS run of docs/fine-tuning.md: its first epochs fell below the start and its fifth beat it; counted
+    from the start, a patience of 3 would have stopped it after epoch 3."""
+    from bottleneck.training.network_tuning import EpochPoint, stops_early
+
+    def history(*points):
+        return [EpochPoint(epoch, None, None, accuracy, loss) for epoch, (accuracy, loss) in enumerate(points)]
+
+    dip_then_gain = history((0.912, 0.30), (0.885, 0.42), (0.912, 0.35), (0.903, 0.38), (0.912, 0.37))
+    assert not stops_early(dip_then_gain[:4], patience=3, epochs=6)  # epoch 2 was fine-tuning's best so far
+    assert not stops_early(dip_then_gain, patience=3, epochs=6)  # epochs 3 and 4 did not beat it: two, not three
+    falling = history((0.912, 0.30), (0.903, 0.38), (0.894, 0.40), (0.885, 0.41), (0.876, 0.43))
+    assert not stops_early(falling[:4], patience=3, epochs=6)
+    assert stops_early(falling, patience=3, epochs=6)  # three epochs without beating epoch 1
+    assert not stops_early(falling, patience=0, epochs=6)  # 0: every epoch runs
+    assert not stops_early(falling, patience=3, epochs=4)  # the last epoch ends the run anyway, not early

@@ -207,8 +207,9 @@ class NetworkTuneSettings:
         check=NON_NEGATIVE)
     label_smoothing: float = setting(0.1, "Label smoothing of the targets while fine-tuning the whole network.",
                                      flag="network_label_smoothing", check=FRACTION)
-    patience: int = setting(3, "Stop fine-tuning the whole network after this many epochs without a better "
-                            "validation accuracy (0: run every epoch).", flag="network_patience", check=NON_NEGATIVE)
+    patience: int = setting(3, "Stop fine-tuning the whole network after this many epochs that do not beat the "
+                            "validation accuracy of its best epoch so far (0: run every epoch).",
+                            flag="network_patience", check=NON_NEGATIVE)
     batch_size: int = setting(0, "How many images each step of --fine_tune_network trains on (0: as many as fit in "
                               "memory, at most 16).", flag="network_batch_size", check=NON_NEGATIVE)
     blocks: int = setting(

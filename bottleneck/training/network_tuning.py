@@ -34,8 +34,8 @@ backwards through the whole network, and updates every weight:
 - **Choosing the epoch.**  The validation set is scored before the first
   epoch and after each; the weights of the best validation accuracy (ties:
   the lower cross-entropy) are kept, which are the starting ones when tuning
-  did not help.  Training stops early after ``patience`` epochs without a
-  better one.
+  did not help.  Training stops early after ``patience`` epochs that did not
+  beat the best fine-tuned epoch.
 - **Checkpoints.**  After every epoch the weights, Adam's moments, the best
   weights so far and the history are written to one file, atomically, in a
   folder named after everything that determines the training (network,
@@ -356,10 +356,10 @@ def tune_network(
         best = next(p for p in history if p.epoch == best_epoch)
         if better(point, best):
             best_epoch, kept, kept_logits = epoch, current(), logits
-        stopped = bool(settings.patience) and epoch - best_epoch >= settings.patience and epoch < settings.epochs
+        stopped = stops_early(history, settings.patience, settings.epochs)
         if stopped:
-            log.info("No better validation accuracy for %d epochs: stopping after epoch %d of %d.",
-                     settings.patience, epoch, settings.epochs)
+            log.info("No better validation accuracy than fine-tuning's best epoch for %d epochs: stopping after "
+                     "epoch %d of %d.", settings.patience, epoch, settings.epochs)
         _save(checkpoint_dir, names, weights, first_moment, second_moment, step_count, kept, kept_logits,
               {"history": [asdict(p) for p in history], "best_epoch": best_epoch, "stopped_early": stopped})
         if on_epoch is not None:
@@ -375,6 +375,18 @@ def tune_network(
         seconds=time.perf_counter() - started,
         seconds_per_epoch=float(np.mean(trained_seconds)) if trained_seconds else None,
         compute_dtype=compute_dtype, devices=devices, validation_logits=kept_logits)
+
+
+def stops_early(history: list[EpochPoint], patience: int, epochs: int) -> bool:
+    """Whether fine-tuning stops after the last epoch of ``history``: ``patience`` epochs in a row that did not beat
+    its best fine-tuned epoch.  The starting point (epoch 0) is not what the count runs from: a first epoch often
+    loses validation accuracy that later ones, at a decaying rate, win back and more, and a run stopped by it would
+    never get there (docs/fine-tuning.md).  The starting weights are still kept when no epoch beats them."""
+    tuned = [p for p in history if p.epoch > 0]
+    if not patience or not tuned or tuned[-1].epoch >= epochs or tuned[-1].validation_accuracy is None:
+        return False
+    best = max(tuned, key=lambda p: (p.validation_accuracy, -p.validation_cross_entropy))  # the earliest of ties
+    return tuned[-1].epoch - best.epoch >= patience
 
 
 def classify_images(network: TrainableNetwork, layer: TrainedLayer, data: LabelledImages, height: int, width: int,
