@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cached import filled_cache
+from bench.cached import builtin_block, filled_cache
 from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cache.sets import SplitData
 from bottleneck.cache.store import Entry
@@ -73,7 +73,7 @@ def plain_vectors(args, paths):
     """The plain bottlenecks of each block from the tool's cache, computing the missing ones there."""
     vectors, digests, timing = {}, None, {}
     for top in BLOCKS:
-        with filled_cache(args.model_dir, args.bottleneck_dir, top, paths) as filled:
+        with filled_cache(builtin_block(args.model_dir, top), args.bottleneck_dir, paths) as filled:
             vectors[top] = filled.cache.matrix([Entry(filled.digest_of[p]) for p in paths])
         digests = [filled.digest_of[p] for p in paths]
         timing[top] = {"computed": filled.computed, "seconds": filled.seconds}

@@ -14,16 +14,16 @@ forced whatever the processor (on one without native bfloat16 it is emulated,
 slowly, but gives the same numbers).
 """
 import argparse
+import functools
 import logging
-import time
 
 import numpy as np
 
+from bench.cached import filled_cache
 from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cache.sets import SplitData
-from bottleneck.cache.store import BottleneckCache, Entry
+from bottleneck.cache.store import Entry
 from bottleneck.data.walk import list_images
-from bottleneck.extraction.batches import Job, compute_missing
 from bottleneck.model.modules import BUILTIN_MODULE, load_module
 from bottleneck.model.precision import choose
 from bottleneck.model.runner import runner, with_precision
@@ -51,19 +51,9 @@ def vectors(precision_name: str, paths, args) -> tuple[np.ndarray, float, int]:
     """Every image's bottleneck at this precision (computed once into the cache), seconds spent, images computed."""
     precision = choose(precision_name, flags=frozenset({"avx512_bf16"}), gpus=[])
     module = with_precision(load_module(BUILTIN_MODULE, args.model_dir), precision)
-    cache = BottleneckCache(args.bottleneck_dir, module.identity, module.bottleneck_size)
-    try:
-        digest_of, unreadable = cache.digests(paths)
-        assert not unreadable, unreadable
-        present = cache.present([Entry(d) for d in digest_of.values()])
-        jobs = [Job(Entry(d), path) for path, d in digest_of.items() if Entry(d) not in present]
-        started = time.perf_counter()
-        if jobs:
-            compute_missing(module, jobs, cache, features=runner(module, precision, args.model_dir))
-        seconds = time.perf_counter() - started
-        return cache.matrix([Entry(digest_of[p]) for p in paths]), seconds, len(jobs)
-    finally:
-        cache.close()
+    make = functools.partial(runner, module, precision, args.model_dir)
+    with filled_cache(module, args.bottleneck_dir, paths, make_features=make) as filled:
+        return filled.cache.matrix([Entry(filled.digest_of[p]) for p in paths]), filled.seconds, filled.computed
 
 
 def main():

@@ -21,7 +21,7 @@ import logging
 
 import numpy as np
 
-from bench.cached import filled_cache
+from bench.cached import builtin_block, filled_cache
 from bench.machine import DEFAULT_IMAGE_DIR, command, machine, write_result
 from bottleneck.cache.sets import SplitData, load_sets
 from bottleneck.data.split import split_class
@@ -71,7 +71,7 @@ def main():
     rows = []
     print(f"{'bottleneck':10} {'size':>5} {'val %':>6} {'test %':>7} {'10-fold CV %':>13} {'extraction s':>13}")
     for top in TOP_BLOCKS:
-        with filled_cache(args.model_dir, args.bottleneck_dir, top, paths) as filled:
+        with filled_cache(builtin_block(args.model_dir, top), args.bottleneck_dir, paths) as filled:
             module, digest_of, seconds = filled.module, filled.digest_of, filled.seconds
             data = load_sets(filled.cache, splits, digest_of, module.bottleneck_size)
         val, test = [], []
