@@ -312,8 +312,7 @@ def tune_network(
     def better(point: EpochPoint, best: EpochPoint) -> bool:
         if point.validation_accuracy is None:
             return True  # nothing to judge by: the latest weights
-        return (point.validation_accuracy, -point.validation_cross_entropy) > (
-            best.validation_accuracy, -best.validation_cross_entropy)
+        return _rank(point) > _rank(best)
 
     state = _resume(checkpoint_dir, names, weights, first_moment, second_moment, step_count)
     if state is not None:
@@ -377,6 +376,11 @@ def tune_network(
         compute_dtype=compute_dtype, devices=devices, validation_logits=kept_logits)
 
 
+def _rank(point: EpochPoint) -> tuple[float, float]:
+    """How epochs compare: the higher validation accuracy, then the lower cross-entropy."""
+    return point.validation_accuracy, -point.validation_cross_entropy
+
+
 def stops_early(history: list[EpochPoint], patience: int, epochs: int) -> bool:
     """Whether fine-tuning stops after the last epoch of ``history``: ``patience`` epochs in a row that did not beat
     its best fine-tuned epoch.  The starting point (epoch 0) is not what the count runs from: a first epoch often
@@ -385,7 +389,7 @@ def stops_early(history: list[EpochPoint], patience: int, epochs: int) -> bool:
     tuned = [p for p in history if p.epoch > 0]
     if not patience or not tuned or tuned[-1].epoch >= epochs or tuned[-1].validation_accuracy is None:
         return False
-    best = max(tuned, key=lambda p: (p.validation_accuracy, -p.validation_cross_entropy))  # the earliest of ties
+    best = max(tuned, key=_rank)  # the earliest of ties
     return tuned[-1].epoch - best.epoch >= patience
 
 
